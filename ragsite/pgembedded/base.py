@@ -1,0 +1,24 @@
+"""Postgres backend that starts the embedded server before connecting.
+
+It is django-prometheus's instrumented Postgres backend plus one step: resolve the socket folder
+of the embedded server (starting it when it is not running) just before each new connection, so
+a restarted or stopped server is brought back by the next connection attempt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django_prometheus.db.backends.postgresql import base
+
+from ragsite import embedded_db
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self) -> dict[str, Any]:
+        data_dir = Path(self.settings_dict["OPTIONS"].get("embedded_data_dir", ""))
+        self.settings_dict["HOST"] = embedded_db.socket_dir(data_dir)
+        params = super().get_connection_params()
+        params.pop("embedded_data_dir", None)
+        return params

@@ -1,0 +1,208 @@
+"""Runtime configuration of the model providers and the resilience layer.
+
+Each section is a frozen dataclass. Its defaults are the documented defaults; every field can be
+overridden by an environment variable named ``RAGSITE_<SECTION>_<FIELD>`` (for example
+``RAGSITE_BREAKER_FAILURE_THRESHOLD``), except the Ollama URL, which is ``OLLAMA_BASE_URL``.
+
+``current()`` is the one place the rest of the code reads settings from, so the source can move
+(environment today, admin-edited rows later) without touching the callers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from ragsite.env import EnvError, env_bool, env_float, env_int, env_str
+
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_OLLAMA_EMBEDDING_MODEL = "all-minilm"
+DEFAULT_OLLAMA_GENERATION_MODEL = "llama3.2"
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Which backends embed and answer, and where Ollama lives."""
+
+    ollama_base_url: str = DEFAULT_OLLAMA_URL
+    embedding_backend: str = "local"  # local | ollama
+    embedding_model: str = ""  # empty: the backend's default model
+    embedding_batch_size: int = 64
+    generation_backend: str = "extractive"  # extractive | ollama
+    generation_model: str = DEFAULT_OLLAMA_GENERATION_MODEL
+    keep_alive: str = "5m"
+    num_ctx: int = 4096
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        if self.embedding_model:
+            return self.embedding_model
+        if self.embedding_backend == "ollama":
+            return DEFAULT_OLLAMA_EMBEDDING_MODEL
+        return LOCAL_EMBEDDING_MODEL
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Circuit breaker thresholds, shared by every breaker (embed, chat)."""
+
+    enabled: bool = True
+    failure_threshold: int = 5
+    failure_rate_threshold: float = 0.5
+    window_size: int = 10
+    recovery_timeout: float = 60.0
+    half_open_max_calls: int = 3
+    success_threshold: int = 3
+    slow_call_seconds: float = 0.0  # 0 turns slow-call counting off
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The pooled HTTP session to Ollama: pool sizes, timeouts and retries."""
+
+    pool_connections: int = 100
+    pool_maxsize: int = 20
+    pool_block: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_retries: int = 3
+    backoff_factor: float = 0.5
+    backoff_jitter: float = 0.25
+    backoff_max: float = 10.0
+    retry_statuses: tuple[int, ...] = (429, 502, 503, 504)
+    retry_after_max: float = 30.0
+    retry_budget_ratio: float = 0.2
+    retry_budget_min: int = 3
+    retry_budget_window: float = 10.0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The semantic answer cache."""
+
+    enabled: bool = True
+    similarity_threshold: float = 0.95
+    max_entries: int = 1000
+    ttl_seconds: int = 3600
+    serve_stale_seconds: int = 86400
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+# Environment section name for each config class (RAGSITE_<SECTION>_<FIELD>).
+SECTIONS: dict[type, str] = {
+    BreakerConfig: "BREAKER",
+    PoolConfig: "POOL",
+    CacheConfig: "CACHE",
+}
+
+# Provider fields keep the names clients already use.
+PROVIDER_ENV = {
+    "ollama_base_url": "OLLAMA_BASE_URL",
+    "embedding_backend": "RAGSITE_EMBEDDING_BACKEND",
+    "embedding_model": "RAGSITE_EMBEDDING_MODEL",
+    "embedding_batch_size": "RAGSITE_EMBEDDING_BATCH_SIZE",
+    "generation_backend": "RAGSITE_GENERATION_BACKEND",
+    "generation_model": "RAGSITE_GENERATION_MODEL",
+    "keep_alive": "RAGSITE_GENERATION_KEEP_ALIVE",
+    "num_ctx": "RAGSITE_GENERATION_NUM_CTX",
+}
+
+BACKEND_CHOICES = {
+    "embedding_backend": ("local", "ollama"),
+    "generation_backend": ("extractive", "ollama"),
+}
+
+C = TypeVar("C")
+
+
+def env_name(cls: type, field_name: str) -> str:
+    if cls is ProviderConfig:
+        return PROVIDER_ENV[field_name]
+    return f"RAGSITE_{SECTIONS[cls]}_{field_name.upper()}"
+
+
+def _read(name: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return env_bool(name, default)
+    if isinstance(default, int):
+        return env_int(name, default)
+    if isinstance(default, float):
+        return env_float(name, default)
+    if isinstance(default, tuple):
+        raw = env_str(name, "")
+        if not raw:
+            return default
+        try:
+            return tuple(int(part) for part in raw.split(",") if part.strip())
+        except ValueError:
+            raise EnvError(f"{name} must be a comma-separated list of integers") from None
+    return env_str(name, default)
+
+
+def section_from_env(cls: type[C]) -> C:
+    """Build one config section from its defaults overridden by the environment."""
+    defaults = cls()
+    values = {f.name: _read(env_name(cls, f.name), getattr(defaults, f.name)) for f in fields(cls)}
+    for name, choices in BACKEND_CHOICES.items():
+        if name in values and values[name] not in choices:
+            raise EnvError(f"{env_name(cls, name)} must be one of {list(choices)}, got {values[name]!r}")
+    return cls(**values)
+
+
+def from_env() -> RuntimeConfig:
+    return RuntimeConfig(
+        provider=section_from_env(ProviderConfig),
+        breaker=section_from_env(BreakerConfig),
+        pool=section_from_env(PoolConfig),
+        cache=section_from_env(CacheConfig),
+    )
+
+
+def documented_variables() -> list[tuple[str, Any]]:
+    """(variable, default) for every setting, for the README and `manage.py settings`."""
+    out: list[tuple[str, Any]] = []
+    for cls in (ProviderConfig, BreakerConfig, PoolConfig, CacheConfig):
+        defaults = cls()
+        out.extend((env_name(cls, f.name), getattr(defaults, f.name)) for f in fields(cls))
+    return out
+
+
+_override: RuntimeConfig | None = None
+_env_config: RuntimeConfig | None = None
+
+
+def current() -> RuntimeConfig:
+    """The configuration in force now (tests and benchmarks may override it)."""
+    global _env_config
+    if _override is not None:
+        return _override
+    if _env_config is None:
+        _env_config = from_env()
+    return _env_config
+
+
+def override(config: RuntimeConfig | None) -> None:
+    """Replace the configuration in force (None returns to the environment's)."""
+    global _override
+    _override = config
+
+
+def replace(config: RuntimeConfig, **sections: Any) -> RuntimeConfig:
+    """A copy of ``config`` with some sections' fields changed: replace(c, pool={"read_timeout": 1})."""
+    changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(config, **changes)
+
+
+def reload_from_env() -> None:
+    """Forget the cached environment reading; the next current() reads it again."""
+    global _env_config
+    _env_config = None

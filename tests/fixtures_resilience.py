@@ -1,0 +1,1 @@
+"""Fixtures for the resilience tests (breaker, pool, client)."""

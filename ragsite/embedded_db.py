@@ -25,7 +25,10 @@ def socket_dir(data_dir: Path) -> str:
     with _lock:
         if data_dir in _started and (data_dir / "postmaster.pid").exists():
             return _started[data_dir]
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent))
+        # pgserver keeps its inter-process lock in the runtime folder; it must be private (0700).
+        runtime = data_dir.parent / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         import warnings
 
         import pgserver
@@ -36,7 +39,7 @@ def socket_dir(data_dir: Path) -> str:
             server = pgserver.get_server(data_dir, cleanup_mode=None)
         host = server.get_postmaster_info().socket_dir
         _started[data_dir] = str(host)
-        logger.info("embedded postgres ready at %s", host)
+        logger.debug("embedded postgres ready at %s", host)
         return str(host)
 
 

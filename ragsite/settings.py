@@ -35,6 +35,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -112,6 +113,9 @@ USE_TZ = True
 # STATIC
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Serve app static files (admin, API docs) straight from the installed apps, so no collectstatic
+# step is needed before the first run; `make serve` still collects them for compressed serving.
+WHITENOISE_USE_FINDERS = True
 
 # LIMITS
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RAGSITE_MAX_BODY_BYTES", 2_621_440, minimum=1024)

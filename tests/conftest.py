@@ -14,3 +14,65 @@ def fake_ollama():
 
     with FakeOllama() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(django_db_setup, django_db_blocker):
+    """The demo corpus ingested once per test session into the 'default' collection.
+
+    It is committed (outside the per-test transactions), so other processes started by tests
+    (gunicorn, a second worker) see it too. Tests must not flush the database.
+    """
+    from rag.models import Collection, Document
+    from rag.services import ingest_demo
+
+    with django_db_blocker.unblock():
+        if not Document.objects.filter(collection__name="default").exists():
+            report = ingest_demo(collection_name="default")
+            assert not report.failures, report.failures
+        return Collection.objects.get(name="default")
+
+
+@pytest.fixture
+def write_files(tmp_path):
+    """Write {relative path: str | bytes} under a temporary folder; returns the folder."""
+
+    def write(files: dict[str, str | bytes]):
+        for name, content in files.items():
+            path = tmp_path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        return tmp_path
+
+    return write
+
+
+@pytest.fixture
+def make_pdf():
+    """Build a small real PDF holding one line of text (no external tools)."""
+
+    def make(text: str) -> bytes:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects = [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+        out = bytearray(b"%PDF-1.4\n")
+        offsets = []
+        for number, body in enumerate(objects, start=1):
+            offsets.append(len(out))
+            out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+        xref = len(out)
+        out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+        out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+        out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+        return bytes(out)
+
+    return make

@@ -1,0 +1,119 @@
+"""REST API: thin views that validate, call one service, and serialise the result."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rag.errors import ServiceUnavailable
+from rag.models import Document
+from rag.readers import MEDIA_TYPES
+from rag.serializers import (
+    DocumentDetailSerializer,
+    DocumentInSerializer,
+    DocumentSerializer,
+    IngestResultSerializer,
+    QueryInSerializer,
+    QueryOutSerializer,
+)
+from rag.services import CollectionNotFound, answer_question, delete_document, ingest_document
+
+
+class QueryApi(APIView):
+    @extend_schema(request=QueryInSerializer, responses={200: QueryOutSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = QueryInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            answer = answer_question(question=data["question"], collection_name=data["collection"], k=data["k"])
+        except CollectionNotFound:
+            raise NotFound(f"No collection named {data['collection']!r}.") from None
+        return Response(QueryOutSerializer(answer).data)
+
+
+class DocumentListApi(generics.ListAPIView):
+    serializer_class = DocumentSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        queryset = Document.objects.select_related("collection").order_by("id")
+        name = self.request.query_params.get("collection")
+        if name:
+            queryset = queryset.filter(collection__name=name)
+        return queryset
+
+    @extend_schema(parameters=[OpenApiParameter("collection", str, description="Only this collection's documents.")])
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=DocumentInSerializer, responses={200: IngestResultSerializer, 201: IngestResultSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = DocumentInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        upload = data.get("file")
+        if upload is not None:
+            suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+            media_type = MEDIA_TYPES.get(suffix)
+            if media_type is None:
+                raise ValidationError(
+                    {"file": [f"Unsupported file type {suffix or '(none)'!r}; use {sorted(MEDIA_TYPES)}."]}
+                )
+            payload = upload.read()
+            source = data.get("source") or f"upload:{upload.name}"
+        else:
+            payload = data["text"].encode("utf-8")
+            media_type = "text/plain"
+            source = data.get("source") or f"api:{data['title'].strip()}"
+        result = ingest_document(
+            collection_name=data["collection"],
+            source=source,
+            data=payload,
+            media_type=media_type,
+            title=(data.get("title") or "").strip(),
+        )
+        if result.status == "failed":
+            if result.reason.startswith("embedding"):
+                raise ServiceUnavailable(f"Could not ingest: {result.reason}")
+            raise ValidationError({"file" if upload is not None else "text": [result.reason]})
+        document = Document.objects.annotate(chunk_count=Count("chunks")).get(pk=result.document_id)
+        body = {"status": result.status, "chunks": result.chunks, "document": document}
+        code = status.HTTP_201_CREATED if result.status == "new" else status.HTTP_200_OK
+        return Response(IngestResultSerializer(body).data, status=code)
+
+
+class DocumentDetailApi(APIView):
+    @extend_schema(responses={200: DocumentDetailSerializer})
+    def get(self, request: Request, pk: int) -> Response:
+        document = get_object_or_404(
+            Document.objects.select_related("collection").annotate(chunk_count=Count("chunks")), pk=pk
+        )
+        return Response(DocumentDetailSerializer(document).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        document = get_object_or_404(Document.objects.select_related("collection"), pk=pk)
+        delete_document(document=document)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class HealthApi(APIView):
+    @extend_schema(responses={200: dict, 503: dict})
+    def get(self, request: Request) -> Response:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            database = True
+        except Exception:  # any failure to reach the database means "not ready"
+            database = False
+        body = {"status": "ok" if database else "unavailable", "database": database}
+        return Response(body, status=status.HTTP_200_OK if database else status.HTTP_503_SERVICE_UNAVAILABLE)

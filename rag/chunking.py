@@ -1,0 +1,76 @@
+"""Split text into overlapping chunks along paragraph and sentence boundaries.
+
+Paragraphs are packed greedily into chunks of at most ``size`` characters; a paragraph longer
+than that is split into sentences, and a sentence longer than that at word boundaries. Each new
+chunk starts with the last sentences of the previous one (up to ``overlap`` characters), so a
+fact that straddles a boundary is still found whole in one chunk.
+
+The defaults (800 characters, 150 overlap) keep a chunk well inside all-MiniLM-L6-v2's 256-token
+window (about 1000 characters of English) while holding a full paragraph of context.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _split_long(text: str, size: int) -> list[str]:
+    """Break a piece longer than ``size`` at sentence, then word boundaries."""
+    pieces: list[str] = []
+    for sentence in split_sentences(text):
+        while len(sentence) > size:
+            cut = sentence.rfind(" ", 0, size)
+            cut = cut if cut > size // 2 else size
+            pieces.append(sentence[:cut].strip())
+            sentence = sentence[cut:].strip()
+        if sentence:
+            pieces.append(sentence)
+    return pieces
+
+
+def _tail(text: str, overlap: int) -> str:
+    """The last whole sentences of ``text`` that fit in ``overlap`` characters."""
+    if overlap <= 0:
+        return ""
+    tail: list[str] = []
+    length = 0
+    for sentence in reversed(split_sentences(text)):
+        if length + len(sentence) + 1 > overlap:
+            break
+        tail.insert(0, sentence)
+        length += len(sentence) + 1
+    return " ".join(tail)
+
+
+def chunk_text(text: str, *, size: int = 800, overlap: int = 150) -> list[str]:
+    if overlap >= size:
+        raise ValueError("overlap must be smaller than size")
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        units.extend([paragraph] if len(paragraph) <= size else _split_long(paragraph, size))
+
+    chunks: list[str] = []
+    current = ""
+    for unit in units:
+        candidate = f"{current}\n\n{unit}" if current else unit
+        if len(candidate) <= size:
+            current = candidate
+            continue
+        if current:
+            chunks.append(current)
+            carry = _tail(current, overlap)
+            current = f"{carry}\n\n{unit}" if carry and len(carry) + len(unit) + 2 <= size else unit
+        else:
+            current = unit
+    if current:
+        chunks.append(current)
+    return chunks

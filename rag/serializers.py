@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from rag.models import Collection, Document, collection_name_validator
+
+
+class QueryInSerializer(serializers.Serializer):
+    question = serializers.CharField(required=False, allow_blank=True, trim_whitespace=True)
+    query = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=True, help_text="Alias of question."
+    )
+    collection = serializers.CharField(default="default", max_length=64, validators=[collection_name_validator])
+    k = serializers.IntegerField(default=5, min_value=1, max_value=settings.RAGSITE_MAX_K)
+
+    def validate(self, attrs: dict) -> dict:
+        question = attrs.get("question") or attrs.get("query") or ""
+        if not question:
+            raise serializers.ValidationError({"question": ["This field is required."]})
+        limit = settings.RAGSITE_MAX_QUESTION_CHARS
+        if len(question) > limit:
+            raise serializers.ValidationError(
+                {"question": [f"Ensure this field has no more than {limit} characters (it has {len(question)})."]}
+            )
+        attrs["question"] = question
+        attrs.pop("query", None)
+        return attrs
+
+
+class SourceSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="chunk_id")
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    source = serializers.CharField()
+    score = serializers.FloatField()
+    text = serializers.CharField()
+
+
+class QueryOutSerializer(serializers.Serializer):
+    question = serializers.CharField()
+    answer = serializers.CharField()
+    collection = serializers.CharField()
+    sources = SourceSerializer(many=True)
+    cache = serializers.ChoiceField(choices=["exact", "semantic", "miss", "bypass"])
+    degraded = serializers.BooleanField()
+    degraded_reason = serializers.CharField(allow_null=True)
+    generator = serializers.CharField()
+    timings_ms = serializers.DictField(child=serializers.FloatField())
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    collection = serializers.SlugRelatedField(slug_field="name", queryset=Collection.objects.all())
+
+    class Meta:
+        model = Document
+        fields = [
+            "id",
+            "collection",
+            "title",
+            "source",
+            "media_type",
+            "sha256",
+            "size_bytes",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class DocumentDetailSerializer(DocumentSerializer):
+    chunk_count = serializers.IntegerField(read_only=True)
+
+    class Meta(DocumentSerializer.Meta):
+        fields = [*DocumentSerializer.Meta.fields, "chunk_count"]
+
+
+class DocumentInSerializer(serializers.Serializer):
+    """A document as JSON text, or as an uploaded file (multipart)."""
+
+    collection = serializers.CharField(default="default", max_length=64, validators=[collection_name_validator])
+    title = serializers.CharField(required=False, allow_blank=True, max_length=512)
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    source = serializers.CharField(
+        required=False, max_length=1000, help_text="Identifies the document; re-posting it replaces it."
+    )
+    file = serializers.FileField(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("file") is None and not (attrs.get("text") or "").strip():
+            raise serializers.ValidationError({"text": ["Send non-empty text, or a file."]})
+        if attrs.get("file") is None and not (attrs.get("title") or "").strip():
+            raise serializers.ValidationError({"title": ["A title is required with text."]})
+        upload = attrs.get("file")
+        if upload is not None and upload.size > settings.RAGSITE_MAX_UPLOAD_BYTES:
+            raise serializers.ValidationError(
+                {"file": [f"File too large: {upload.size} bytes (limit {settings.RAGSITE_MAX_UPLOAD_BYTES})."]}
+            )
+        return attrs
+
+
+class IngestResultSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    chunks = serializers.IntegerField()
+    document = DocumentDetailSerializer()

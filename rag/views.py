@@ -1,0 +1,35 @@
+"""The search page: a plain server-rendered form that works without JavaScript."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from rag.models import Collection, collection_name_validator
+from rag.services import CollectionNotFound, answer_question
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(label="Question", max_length=settings.RAGSITE_MAX_QUESTION_CHARS, strip=True)
+    collection = forms.CharField(required=False, max_length=64, validators=[collection_name_validator])
+    k = forms.IntegerField(required=False, min_value=1, max_value=settings.RAGSITE_MAX_K)
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    collections = list(Collection.objects.values_list("name", flat=True))
+    form = SearchForm(request.GET or None)
+    answer = None
+    error = None
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            answer = answer_question(
+                question=data["q"], collection_name=data["collection"] or "default", k=data["k"] or 5
+            )
+        except CollectionNotFound:
+            error = f"No collection named {data['collection']!r}."
+    status = 400 if (form.is_bound and not form.is_valid()) else (404 if error else 200)
+    context = {"form": form, "answer": answer, "error": error, "collections": collections}
+    return render(request, "rag/search.html", context, status=status)

@@ -1,0 +1,42 @@
+from itertools import pairwise
+
+from rag.chunking import chunk_text, split_sentences
+
+
+def test_short_text_is_one_chunk():
+    assert chunk_text("One paragraph. Two sentences.") == ["One paragraph. Two sentences."]
+
+
+def test_chunks_respect_the_size_limit():
+    text = "\n\n".join(f"Paragraph {i} has a few words in it. It ends here." for i in range(60))
+    chunks = chunk_text(text, size=300, overlap=60)
+    assert len(chunks) > 5
+    assert all(len(chunk) <= 300 for chunk in chunks)
+
+
+def test_each_chunk_starts_with_the_last_sentences_of_the_previous_one():
+    text = "\n\n".join(f"Sentence number {i} is here. Another one follows {i}." for i in range(40))
+    chunks = chunk_text(text, size=200, overlap=60)
+    for previous, current in pairwise(chunks):
+        last_sentence = split_sentences(previous)[-1]
+        carried = current.split("\n\n")[0]
+        assert carried.endswith(last_sentence)
+        assert len(carried) <= 60
+
+
+def test_a_long_paragraph_is_split_at_sentences_then_words():
+    sentence = "word " * 400  # one 2000-character sentence with no full stop
+    chunks = chunk_text("Intro sentence here. " + sentence, size=500, overlap=0)
+    assert all(len(chunk) <= 500 for chunk in chunks)
+    assert "".join(chunks).replace(" ", "").replace("\n", "") == ("Intro sentence here. " + sentence).replace(" ", "")
+
+
+def test_nothing_is_lost_without_overlap():
+    paragraphs = [f"Fact {i}: the value is {i * 7}." for i in range(100)]
+    chunks = chunk_text("\n\n".join(paragraphs), size=250, overlap=0)
+    joined = "\n\n".join(chunks)
+    assert all(p in joined for p in paragraphs)
+
+
+def test_blank_text_gives_no_chunks():
+    assert chunk_text("   \n\n  ") == []

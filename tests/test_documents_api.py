@@ -1,0 +1,78 @@
+import pytest
+
+from rag.models import Chunk, Collection, Document
+
+pytestmark = pytest.mark.django_db
+
+
+def test_post_text_document_then_read_list_and_delete(client):
+    response = client.post(
+        "/api/documents",
+        {"title": "Office hours", "text": "The office is open from nine to five on weekdays.", "collection": "hr"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "new" and body["chunks"] == 1
+    doc_id = body["document"]["id"]
+    assert body["document"]["collection"] == "hr" and body["document"]["chunk_count"] == 1
+
+    listing = client.get("/api/documents", {"collection": "hr"}).json()
+    assert listing["count"] == 1 and listing["results"][0]["title"] == "Office hours"
+    assert client.get(f"/api/documents/{doc_id}").json()["chunk_count"] == 1
+
+    answer = client.post(
+        "/api/query", {"question": "When is the office open?", "collection": "hr"}, content_type="application/json"
+    ).json()
+    assert answer["sources"][0]["document_id"] == doc_id
+
+    version = Collection.objects.get(name="hr").corpus_version
+    assert client.delete(f"/api/documents/{doc_id}").status_code == 204
+    assert not Document.objects.filter(pk=doc_id).exists()
+    assert not Chunk.objects.filter(document_id=doc_id).exists()
+    assert Collection.objects.get(name="hr").corpus_version > version
+    assert client.get(f"/api/documents/{doc_id}").status_code == 404
+
+
+def test_reposting_the_same_text_is_unchanged(client):
+    payload = {"title": "Note", "text": "Bring your badge to the lab.", "collection": "notes"}
+    assert client.post("/api/documents", payload, content_type="application/json").status_code == 201
+    again = client.post("/api/documents", payload, content_type="application/json")
+    assert again.status_code == 200 and again.json()["status"] == "unchanged"
+    assert Document.objects.filter(collection__name="notes").count() == 1
+
+
+def test_upload_a_file(client, make_pdf):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("minutes.pdf", make_pdf("The board approved the budget."), "application/pdf")
+    response = client.post("/api/documents", {"file": upload, "collection": "board"})
+    assert response.status_code == 201, response.content
+    assert response.json()["document"]["media_type"] == "application/pdf"
+    assert response.json()["document"]["source"] == "upload:minutes.pdf"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("data.exe", b"MZ...", "Unsupported file type"), ("bad.txt", b"\xff\xfe\xfa", "UTF-8"), ("e.md", b"", "empty")],
+)
+def test_bad_uploads_are_400_and_store_nothing(client, name, content, message):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    response = client.post("/api/documents", {"file": SimpleUploadedFile(name, content), "collection": "up"})
+    assert response.status_code == 400
+    assert message in str(response.json()["error"]["fields"])
+    assert not Document.objects.filter(collection__name="up").exists()
+
+
+def test_text_document_needs_text_and_title(client):
+    response = client.post("/api/documents", {"title": "x"}, content_type="application/json")
+    assert response.status_code == 400 and "text" in response.json()["error"]["fields"]
+    response = client.post("/api/documents", {"text": "some text"}, content_type="application/json")
+    assert response.status_code == 400 and "title" in response.json()["error"]["fields"]
+
+
+def test_unknown_document_is_404(client):
+    response = client.get("/api/documents/999999")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert client.delete("/api/documents/999999").status_code == 404

@@ -1,0 +1,58 @@
+"""Exceptions raised by the Ollama client.
+
+Every failure carries a short human ``reason`` ("timeout", "HTTP 503", "circuit open") that the
+API shows as ``degraded_reason``: callers decide how to degrade from the exception class and never
+have to parse messages.
+"""
+
+from __future__ import annotations
+
+
+class OllamaError(Exception):
+    """Base class: Ollama could not give a usable answer."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        endpoint: str = "",
+        status: int | None = None,
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.endpoint = endpoint
+        self.status = status
+        self.detail = detail
+        # Seconds the server (Retry-After) or the breaker asked us to wait, when known.
+        self.retry_after = retry_after
+        message = f"{endpoint}: {reason}" if endpoint else reason
+        if detail and detail != reason:
+            message = f"{message} ({detail})"
+        super().__init__(message)
+
+
+class OllamaUnavailable(OllamaError):
+    """A transient failure (network, timeout, 5xx, 429, malformed answer): worth retrying later.
+
+    These count as failures for the circuit breaker.
+    """
+
+
+class CircuitOpenError(OllamaUnavailable):
+    """The breaker rejected the call without touching the network."""
+
+    def __init__(self, breaker: str, retry_after: float) -> None:
+        self.breaker = breaker
+        super().__init__(
+            "circuit open",
+            detail=f"breaker {breaker!r}, next trial in {retry_after:.1f}s",
+            retry_after=retry_after,
+        )
+
+
+class OllamaConfigError(OllamaError):
+    """Ollama refused the request itself (unknown model, bad request): retrying cannot help.
+
+    Not a breaker failure: a typo in a model name must not open the circuit for everyone.
+    """

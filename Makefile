@@ -32,6 +32,12 @@ run: demo
 	@echo "RAGsite on http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+# Production-style serving: gunicorn (RAGSITE_WORKERS x RAGSITE_THREADS) on RAGSITE_BIND.
+serve: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py ingest --demo --if-empty
+	$(VENV)/bin/gunicorn -c ragsite/gunicorn_conf.py ragsite.wsgi
+
 test: install system-deps
 	$(PY) -m pytest
 

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
-from ragsite.env import EnvError, env_bool, env_int, env_list, env_str
+from ragsite.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("RAGSITE_VAR_DIR", str(BASE_DIR / "var")))
 
 # SECURITY
+# RAGSITE_ENV=production turns on the checks a public deployment needs (a real secret key).
+RAGSITE_ENV = env_choice("RAGSITE_ENV", "development", ["development", "production"])
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "ragsite-development-only-key-not-for-production")
+_DEV_SECRET_KEY = "ragsite-development-only-key-not-for-production"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "" if RAGSITE_ENV == "production" else _DEV_SECRET_KEY)
+if RAGSITE_ENV == "production" and (len(SECRET_KEY) < 32 or SECRET_KEY == _DEV_SECRET_KEY):
+    raise EnvError(
+        "DJANGO_SECRET_KEY must be set to a random string of 32+ characters when RAGSITE_ENV=production "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Behind an HTTPS-terminating proxy: trust its X-Forwarded-Proto and send cookies only over HTTPS.
+RAGSITE_HTTPS = env_bool("RAGSITE_HTTPS", False)
+if RAGSITE_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("RAGSITE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_SSL_REDIRECT = env_bool("RAGSITE_SSL_REDIRECT", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
 
 # APPLICATIONS
 INSTALLED_APPS = [
@@ -34,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "ragsite.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -70,13 +93,18 @@ def database_from_url(url: str) -> dict:
     parsed = urlparse(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise EnvError(f"DATABASE_URL must be a postgres:// URL, got scheme {parsed.scheme!r}")
+    query = parse_qs(parsed.query)
+    # libpq style: postgres://user@/db?host=/path/to/socket-dir for a unix socket.
+    host = query.get("host", [unquote(parsed.hostname or "")])[0]
+    options = {"sslmode": query["sslmode"][0]} if "sslmode" in query else {}
     return {
         "ENGINE": "django_prometheus.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),
-        "HOST": unquote(parsed.hostname or ""),
+        "HOST": host,
         "PORT": str(parsed.port or ""),
+        "OPTIONS": options,
     }
 
 
@@ -113,6 +141,7 @@ USE_TZ = True
 # STATIC
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns at every start without it
 # Serve app static files (admin, API docs) straight from the installed apps, so no collectstatic
 # step is needed before the first run; `make serve` still collects them for compressed serving.
 WHITENOISE_USE_FINDERS = True
@@ -156,8 +185,18 @@ RAGSITE_MAX_K = 50
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "ragsite.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"},
+        "json": {"()": "ragsite.request_id.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if env_bool("RAGSITE_LOG_JSON", False) else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("RAGSITE_LOG_LEVEL", "INFO").upper()},
     "loggers": {"pgserver": {"level": "WARNING"}, "sentence_transformers": {"level": "WARNING"}},
 }

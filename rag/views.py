@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from django import forms
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from rag.models import Collection, collection_name_validator
 from rag.services import CollectionNotFound, answer_question
+
+logger = logging.getLogger(__name__)
 
 
 class SearchForm(forms.Form):
@@ -18,18 +23,25 @@ class SearchForm(forms.Form):
 
 
 def search(request: HttpRequest) -> HttpResponse:
-    collections = list(Collection.objects.values_list("name", flat=True))
     form = SearchForm(request.GET or None)
     answer = None
     error = None
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
+    status = 400 if (form.is_bound and not form.is_valid()) else 200
+    try:
+        collections = list(Collection.objects.values_list("name", flat=True))
+        if form.is_valid():
+            data = form.cleaned_data
             answer = answer_question(
                 question=data["q"], collection_name=data["collection"] or "default", k=data["k"] or 5
             )
-        except CollectionNotFound:
-            error = f"No collection named {data['collection']!r}."
-    status = 400 if (form.is_bound and not form.is_valid()) else (404 if error else 200)
+    except CollectionNotFound:
+        error, status = f"No collection named {form.cleaned_data['collection']!r}.", 404
+    except DatabaseError:
+        logger.exception("search page: database unavailable")
+        collections = []
+        error, status = "The service is temporarily unavailable. Please try again in a few seconds.", 503
     context = {"form": form, "answer": answer, "error": error, "collections": collections}
-    return render(request, "rag/search.html", context, status=status)
+    response = render(request, "rag/search.html", context, status=status)
+    if status == 503:
+        response["Retry-After"] = "5"
+    return response

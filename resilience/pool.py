@@ -125,12 +125,14 @@ class RetryBudget:
 
 
 class BudgetedRetry(Retry):
-    """urllib3's Retry with a shared budget, per-reason counting and no read-timeout retries.
+    """urllib3's Retry with a shared budget, per-reason counting and no timeout retries.
 
     A read timeout means the server accepted the request and is still working on it: a generation
     that took longer than ``read_timeout`` will take as long again, and a repeat doubles the load
-    on a server that is already slow. Connection errors (refused, reset, dropped keep-alive) and
-    the listed statuses are retried; read timeouts are not, for embed and chat alike.
+    on a server that is already slow. A connect timeout means the host is black-holed or its
+    accept queue is full: each retry would add another full ``connect_timeout`` to the caller's
+    wait. Quick connection errors (refused, reset, dropped keep-alive) and the listed statuses are
+    retried; timeouts are not, for embed and chat alike. The breaker counts the failure instead.
     """
 
     def __init__(
@@ -164,6 +166,8 @@ class BudgetedRetry(Retry):
     ) -> BudgetedRetry:
         if isinstance(error, ReadTimeoutError) and not self.retry_read_timeouts:
             raise error.with_traceback(_stacktrace)
+        if type(error) is ConnectTimeoutError:  # its subclass NewConnectionError is a quick refusal
+            raise MaxRetryError(_pool, url, error) from error
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         if self.budget is not None and not self.budget.try_spend():
             if self.stats is not None:

@@ -103,12 +103,14 @@ def test_hanging_server_is_a_timeout(fake_ollama: FakeOllama, fast_pool: PoolCon
     assert fake_ollama.count("/api/embed") == 1
 
 
-def test_blackholed_server_is_a_timeout(fake_ollama: FakeOllama, fast_pool: PoolConfig) -> None:
-    client = make_client(fake_ollama.url, fast_pool, connect_timeout=0.1, max_retries=1)
+def test_blackholed_server_is_a_timeout_and_not_retried(fake_ollama: FakeOllama, fast_pool: PoolConfig) -> None:
+    # Each retry of a connect timeout would add a whole connect_timeout to the caller's wait.
+    client = make_client(fake_ollama.url, fast_pool, connect_timeout=0.1, max_retries=3)
     fake_ollama.set_mode("blackhole")
     started = time.perf_counter()
     assert embed_unavailable(client).reason == "timeout"
     assert time.perf_counter() - started < 1
+    assert client.stats.snapshot()["retries_total"] == 0
 
 
 def test_http_500_is_unavailable_without_retries(ollama: OllamaClient, fake_ollama: FakeOllama) -> None:

@@ -1,0 +1,334 @@
+"""Load with faults: gunicorn (2 workers) on loopback, 50 concurrent clients, Ollama or Postgres failing mid-run.
+
+``python -m bench load`` (default ``--fault ollama``): the fake Ollama answers chat in 200 ms; at
+20 s it goes down for 20 s, then comes back. Checks: no 500s, degraded answers only while Ollama
+was down (plus the breaker's recovery timeout), the breakers closed again after recovery.
+
+``python -m bench load --fault postgres``: the same load, and at 20 s the Postgres server is
+stopped for 10 s, then started again. Checks: only 503s during the outage (no 500s), full
+recovery after, and every document whose POST was answered 201 is still there at the end.
+
+Bounded: the clients stop by themselves after ``--seconds``; every request has a timeout; only
+127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+POPULAR = [
+    "What does the yield statement do?",
+    "What is a lambda expression?",
+    "What does the global statement do?",
+    "How do I raise an exception?",
+    "What does the assert statement do?",
+    "How does the with statement work?",
+    "What is slicing?",
+    "What does the nonlocal statement do?",
+    "How are integers represented?",
+    "What does the pass statement do?",
+]
+TOPICS = ["yield", "lambda", "global", "raise", "assert", "with", "slicing", "import", "class", "for loop", "while"]
+
+
+@dataclass
+class Sample:
+    started: float  # seconds since the load began
+    latency_ms: float
+    status: int
+    degraded: bool = False
+    cache: str = ""
+    kind: str = "query"
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.latency_ms / 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def wait_ready(base: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                # Both workers must have loaded the model: two answered queries in a row.
+                for _ in range(4):
+                    requests.post(f"{base}/api/query", json={"question": "warm up?"}, timeout=30)
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("gunicorn did not become ready")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench load")
+    parser.add_argument("--fault", choices=["ollama", "postgres"], default="ollama")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--fault-at", type=float, default=20.0)
+    parser.add_argument("--fault-for", type=float, default=None, help="default: 20 s (ollama), 10 s (postgres)")
+    parser.add_argument("--recovery-timeout", type=float, default=5.0, help="breaker recovery timeout for the run")
+    args = parser.parse_args(argv)
+    fault_for = args.fault_for if args.fault_for is not None else (20.0 if args.fault == "ollama" else 10.0)
+
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from ragsite import embedded_db
+    from resilience.testing import FakeOllama
+
+    data_dir = Path(connection.settings_dict.get("OPTIONS", {}).get("embedded_data_dir") or ROOT / "var" / "pgdata")
+    if os.environ.get("DATABASE_URL"):
+        raise SystemExit("bench load runs against the embedded Postgres (unset DATABASE_URL)")
+    socket_dir = embedded_db.socket_dir(data_dir)
+    subprocess.run(
+        [sys.executable, "manage.py", "ingest", "--demo", "--if-empty", "--no-progress"], cwd=ROOT, check=True
+    )
+    connection.close()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    fake = FakeOllama(latency=0.2)
+    fake.start()
+    metrics_dir = ROOT / "var" / f"bench-prometheus-{port}"
+    env = {
+        **os.environ,
+        "RAGSITE_BIND": f"127.0.0.1:{port}",
+        "RAGSITE_WORKERS": "2",
+        "RAGSITE_THREADS": "16",
+        "RAGSITE_ACCESS_LOG": "0",
+        "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "OLLAMA_BASE_URL": fake.url,
+        "RAGSITE_GENERATION_BACKEND": "ollama",
+        "RAGSITE_BREAKER_RECOVERY_TIMEOUT": str(args.recovery_timeout),
+        "RAGSITE_POOL_CONNECT_TIMEOUT": "2",
+        "RAGSITE_POOL_READ_TIMEOUT": "10",
+        # Workers connect through the socket and cannot restart the server themselves, so a
+        # stopped Postgres stays down for as long as the benchmark keeps it down.
+        "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
+    }
+    log_path = ROOT / "var" / f"bench-load-{port}.log"
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "ragsite/gunicorn_conf.py", "ragsite.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    samples: list[Sample] = []
+    created: list[int] = []
+    lock = threading.Lock()
+    try:
+        wait_ready(base, time.monotonic() + 120)
+        start = time.monotonic()
+        stop_at = start + args.seconds
+        fault_start, fault_end = args.fault_at, args.fault_at + fault_for
+
+        def client(number: int) -> None:
+            rng = random.Random(number)
+            session = requests.Session()
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                if rng.random() < 0.5:
+                    question = rng.choice(POPULAR)
+                else:
+                    question = f"What does {rng.choice(TOPICS)} do in case {number}-{n}?"
+                t0 = time.monotonic()
+                try:
+                    response = session.post(f"{base}/api/query", json={"question": question}, timeout=30)
+                    status = response.status_code
+                    body = (
+                        response.json()
+                        if response.headers.get("content-type", "").startswith("application/json")
+                        else {}
+                    )
+                except requests.RequestException:
+                    status, body = 0, {}
+                sample = Sample(
+                    t0 - start,
+                    (time.monotonic() - t0) * 1000,
+                    status,
+                    bool(body.get("degraded")),
+                    body.get("cache", ""),
+                )
+                with lock:
+                    samples.append(sample)
+
+        def writer() -> None:
+            session = requests.Session()
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                t0 = time.monotonic()
+                payload = {
+                    "title": f"Load note {port}-{n}",
+                    "text": f"Load test note number {n} about lighthouses.",
+                    "collection": "bench-load",
+                }
+                try:
+                    response = session.post(f"{base}/api/documents", json=payload, timeout=30)
+                    status = response.status_code
+                    if status == 201:
+                        with lock:
+                            created.append(response.json()["document"]["id"])
+                except requests.RequestException:
+                    status = 0
+                with lock:
+                    samples.append(Sample(t0 - start, (time.monotonic() - t0) * 1000, status, kind="write"))
+                time.sleep(0.5)
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+        threads.append(threading.Thread(target=writer, daemon=True))
+        for thread in threads:
+            thread.start()
+
+        time.sleep(max(0.0, start + fault_start - time.monotonic()))
+        if args.fault == "ollama":
+            fake.set_mode("down")
+        else:
+            embedded_db.stop(data_dir)
+        time.sleep(max(0.0, start + fault_end - time.monotonic()))
+        if args.fault == "ollama":
+            fake.set_mode("healthy")
+        else:
+            embedded_db.socket_dir(data_dir)
+        for thread in threads:
+            thread.join(timeout=args.seconds + 60)
+
+        # After the load: the service is whole again.
+        time.sleep(args.recovery_timeout + 1)
+        final = [
+            requests.post(f"{base}/api/query", json={"question": f"After the load {i}?"}, timeout=30) for i in range(6)
+        ]
+        final_ok = all(r.status_code == 200 and not r.json()["degraded"] for r in final)
+        docs_after_ids = set()
+        page = f"{base}/api/documents?collection=bench-load"
+        while page:
+            listing = requests.get(page, timeout=10).json()
+            docs_after_ids.update(d["id"] for d in listing["results"])
+            page = listing["next"]
+        lost = sorted(set(created) - docs_after_ids)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        fake.stop()
+        log.close()
+        embedded_db.socket_dir(data_dir)
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    # Clean up the documents the writer added (through the ORM: the server is gone).
+    from rag.models import Collection
+
+    Collection.objects.filter(name="bench-load").delete()
+
+    transitions = collections.Counter(
+        re.findall(r"breaker (\w+): (\w+(?:_\w+)?) -> (\w+(?:_\w+)?)", log_path.read_text())
+    )
+    phases = {
+        "before": (0.0, fault_start),
+        "fault": (fault_start, fault_end),
+        "after": (fault_end, args.seconds),
+    }
+    report: dict[str, object] = {"fault": args.fault, "clients": args.clients, "seconds": args.seconds}
+    print(
+        f"gunicorn 2 workers x 16 threads, {args.clients} clients, "
+        f"fault '{args.fault}' from {fault_start:.0f} s to {fault_end:.0f} s"
+    )
+    for name, (lo, hi) in phases.items():
+        phase = [s for s in samples if lo <= s.started < hi and s.kind == "query"]
+        ok = [s.latency_ms for s in phase if s.status == 200]
+        statuses = collections.Counter(s.status for s in phase)
+        degraded = sum(1 for s in phase if s.degraded)
+        rps = len(phase) / (hi - lo)
+        p50, p95, p99 = (percentile(ok, q) for q in (0.5, 0.95, 0.99))
+        print(
+            f"  {name:>6} [{lo:4.0f}-{hi:4.0f} s]: {rps:6.1f} req/s  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  "
+            f"p99 {p99:7.1f} ms  statuses {dict(sorted(statuses.items()))}  degraded {degraded}"
+        )
+        report[f"{name}_rps"] = round(rps, 1)
+        report[f"{name}_p50_ms"] = round(p50, 1)
+        report[f"{name}_p95_ms"] = round(p95, 1)
+        report[f"{name}_p99_ms"] = round(p99, 1)
+        report[f"{name}_degraded"] = degraded
+        report[f"{name}_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+    all_statuses = collections.Counter(s.status for s in samples)
+    writes = collections.Counter(s.status for s in samples if s.kind == "write")
+    hits = sum(1 for s in samples if s.cache in ("exact", "semantic"))
+    print(
+        f"  all statuses: {dict(sorted(all_statuses.items()))}; "
+        f"writes: {dict(sorted(writes.items()))}; cache hits: {hits}"
+    )
+    print(f"  breaker transitions (both workers): {dict(transitions)}")
+
+    checks: dict[str, bool] = {
+        "no_500s": all_statuses.get(500, 0) == 0,
+        "no_connection_errors": all_statuses.get(0, 0) == 0,
+    }
+    grace = args.recovery_timeout + 2.0
+    if args.fault == "ollama":
+        # A query counts as "while down" when any part of it overlapped the outage, or the
+        # breaker's recovery timeout after it (the breaker waits that long before a trial call).
+        checks["degraded_only_while_down"] = not any(
+            s.degraded for s in samples if s.ended < fault_start or s.started >= fault_end + grace
+        )
+        checks["degraded_while_down"] = report["fault_degraded"] > 0
+        closed_again = all(
+            transitions.get((b, "half_open", "closed"), 0) >= 1 for b, _, to in transitions if to == "open"
+        )
+        checks["breakers_closed_after_recovery"] = closed_again and final_ok
+    else:
+        outage = [s for s in samples if fault_start <= s.started < fault_end and s.status not in (200, 201)]
+        checks["only_503_during_outage"] = all(s.status == 503 for s in outage)
+        checks["full_recovery"] = final_ok and not any(
+            s.status != 200 for s in samples if s.kind == "query" and s.started >= fault_end + grace
+        )
+        checks["no_document_lost"] = not lost
+        report["documents_created"] = len(created)
+        report["documents_lost"] = len(lost)
+    report["cache_hits"] = hits
+    report["status_counts"] = {str(k): v for k, v in sorted(all_statuses.items())}
+    report["breaker_transitions"] = sum(transitions.values())
+    report["checks_passed"] = all(checks.values())
+    for name, passed in checks.items():
+        print(f"  check {name}: {'ok' if passed else 'FAILED'}")
+    print(json.dumps(report))
+    return 0 if all(checks.values()) else 1

@@ -238,7 +238,12 @@ def main(argv: list[str]) -> int:
         docs_after_ids = set()
         page = f"{base}/api/documents?collection=bench-load"
         while page:
-            listing = requests.get(page, timeout=10).json()
+            response = requests.get(page, timeout=10)
+            if response.status_code != 200:
+                raise SystemExit(
+                    f"listing documents after the load failed: {response.status_code} {response.text[:200]}"
+                )
+            listing = response.json()
             docs_after_ids.update(d["id"] for d in listing["results"])
             page = listing["next"]
         lost = sorted(set(created) - docs_after_ids)

@@ -32,11 +32,16 @@ def socket_dir(data_dir: Path) -> str:
         import warnings
 
         import pgserver
+        from pgserver.postgres_server import PostgresServer
 
         data_dir.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server = pgserver.get_server(data_dir, cleanup_mode=None)
+            # get_server hands back this process's earlier handle as it is, even when the server
+            # has been stopped since: make sure it runs.
+            with PostgresServer._lock:
+                server.ensure_postgres_running()
         host = server.get_postmaster_info().socket_dir
         _started[data_dir] = str(host)
         logger.debug("embedded postgres ready at %s", host)

@@ -44,7 +44,10 @@ class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to every log record (``-`` outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = _current.get()
+        # django.request logs a failed response after the middleware has returned; it passes the
+        # request along, which still carries its id.
+        request = getattr(record, "request", None)
+        record.request_id = getattr(request, "request_id", None) or _current.get()
         return True
 
 

@@ -5,3 +5,8 @@ class ResilienceConfig(AppConfig):
     name = "resilience"
     verbose_name = "Resilience"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from resilience import metrics
+
+        metrics.install()

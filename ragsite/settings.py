@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -180,6 +181,22 @@ if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:
     raise EnvError("RAGSITE_CHUNK_OVERLAP must be smaller than RAGSITE_CHUNK_SIZE")
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
+
+# METRICS
+# /metrics and the /api/*/metrics endpoints answer these addresses (IPs or CIDR networks; "none"
+# for no address) without a token; anyone else must send "Authorization: Bearer <token>". With
+# no token set, only the listed addresses get in.
+RAGSITE_METRICS_ALLOW = env_list("RAGSITE_METRICS_ALLOW", ["127.0.0.0/8", "::1"])
+if [item.lower() for item in RAGSITE_METRICS_ALLOW] == ["none"]:
+    RAGSITE_METRICS_ALLOW = []
+for _network in RAGSITE_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise EnvError(f"RAGSITE_METRICS_ALLOW: {_network!r} is not an IP address or CIDR network") from None
+RAGSITE_METRICS_TOKEN = env_str("RAGSITE_METRICS_TOKEN", "")
+if RAGSITE_METRICS_TOKEN and len(RAGSITE_METRICS_TOKEN) < 16:
+    raise EnvError("RAGSITE_METRICS_TOKEN must be at least 16 characters (or unset)")
 
 # LOGGING
 LOGGING = {

@@ -3,7 +3,8 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("django_prometheus.urls")),
+    # Our /metrics replaces django_prometheus.urls: it adds scrape-time metrics and access control.
+    path("", include("resilience.urls")),
     path("", include("rag.urls")),
 ]
 

@@ -10,5 +10,4 @@ urlpatterns = [
     path("api/documents/<int:pk>", apis.DocumentDetailApi.as_view(), name="api-document"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("health", apis.HealthApi.as_view(), name="health"),
 ]

@@ -1,0 +1,125 @@
+"""Liveness and readiness: Ollama down keeps the site ready; only the database makes it unready."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+from django.test.utils import CaptureQueriesContext
+
+from resilience import health
+from resilience.breaker import get_breaker
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ollama_generation(fake_ollama, resilience_config):
+    resilience_config(provider={"ollama_base_url": fake_ollama.url, "generation_backend": "ollama"})
+    health.ollama_probe._last = None  # forget an earlier test's answer
+    return fake_ollama
+
+
+def test_live_does_no_io(client):
+    # Without the db fixture, pytest-django fails any database access.
+    response = client.get("/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_with_a_migrated_database_and_no_ollama_backend(client, db, resilience_config):
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["ready"] is True
+    assert body["database"] is True and body["migrated"] is True
+    assert body["ollama"] is None  # nothing configured uses Ollama, so it is not asked
+
+
+def test_ready_reports_ollama_up(client, db, ollama_generation):
+    body = client.get("/health/ready").json()
+    assert body["ollama"] is True and body["degraded"] is False
+    assert ollama_generation.count("/api/version") == 1
+
+
+def test_ready_stays_200_when_ollama_is_down(client, db, ollama_generation):
+    ollama_generation.set_mode("down")
+    get_breaker("chat").force_open()
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ollama"] is False and body["degraded"] is True
+    assert body["breakers"]["chat"] == "open"
+
+
+def test_ollama_is_asked_at_most_once_per_ttl(client, db, ollama_generation):
+    for _ in range(3):
+        client.get("/health/ready")
+    assert ollama_generation.count("/api/version") == 1
+
+
+def test_the_summary_keeps_the_original_keys(client, db):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["database"] is True and body["live"] is True
+
+
+def test_pending_migrations_make_it_unready(client, db, monkeypatch):
+    monkeypatch.setattr(health, "migration_check", health.MigrationCheck())
+    # As after a deploy whose new migration has not run yet (rolled back after the test).
+    latest = MigrationLoader(connection).graph.leaf_nodes("rag")[0]
+    MigrationRecorder(connection).record_unapplied(*latest)
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["database"] is True and response.json()["migrated"] is False
+
+
+def test_a_migrated_schema_is_remembered(db, clock):
+    check = health.MigrationCheck(timer=clock)
+    assert check() is True
+    with CaptureQueriesContext(connection) as queries:
+        assert check() is True
+    assert len(queries) == 0
+    clock.advance(check.ttl + 1)
+    with CaptureQueriesContext(connection) as queries:
+        assert check() is True
+    assert len(queries) > 0
+
+
+PROBE = """
+import json
+import django
+django.setup()
+from django.test import Client
+answers = {}
+for path in ("/health/live", "/health/ready", "/health"):
+    response = Client().get(path)
+    answers[path] = [response.status_code, response.json()]
+print(json.dumps(answers))
+"""
+
+
+def test_an_unreachable_database_makes_ready_503_and_live_200(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ragsite.settings",
+        # A socket directory with no server in it: connections are refused at once.
+        "DATABASE_URL": f"postgresql://postgres@/ragsite?host={tmp_path}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers["/health/live"] == [200, {"status": "ok"}]
+    status, body = answers["/health/ready"]
+    assert status == 503 and body["database"] is False and body["status"] == "unavailable"
+    assert answers["/health"][0] == 503 and answers["/health"][1]["database"] is False

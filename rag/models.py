@@ -93,3 +93,29 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class QueryLog(models.Model):
+    """One row per answered question: what was asked, how the cache served it, how long it took.
+
+    ``warm_cache --top`` warms the most asked questions from it.
+    """
+
+    question = models.TextField()
+    question_hash = models.CharField(max_length=64, help_text="SHA-256 of the normalised question.")
+    # The name, not a foreign key: the log outlives a deleted collection.
+    collection = models.CharField(max_length=64)
+    cache = models.CharField(max_length=16, help_text="exact, semantic, miss or bypass.")
+    latency_ms = models.FloatField()
+    degraded = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], name="querylog_created"),
+            models.Index(fields=["collection", "question_hash"], name="querylog_collection_question"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection}: {self.question[:60]}"

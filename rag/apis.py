@@ -34,7 +34,9 @@ class QueryApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            answer = answer_question(question=data["question"], collection_name=data["collection"], k=data["k"])
+            answer = answer_question(
+                question=data["question"], collection_name=data["collection"], k=data["k"], use_cache=data["use_cache"]
+            )
         except CollectionNotFound:
             raise NotFound(f"No collection named {data['collection']!r}.") from None
         return Response(QueryOutSerializer(answer).data)

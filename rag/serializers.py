@@ -13,6 +13,10 @@ class QueryInSerializer(serializers.Serializer):
     )
     collection = serializers.CharField(default="default", max_length=64, validators=[collection_name_validator])
     k = serializers.IntegerField(default=5, min_value=1, max_value=settings.RAGSITE_MAX_K)
+    use_cache = serializers.BooleanField(
+        default=True,
+        help_text='false: neither read nor store the answer cache; the answer reports "cache": "bypass".',
+    )
 
     def validate(self, attrs: dict) -> dict:
         question = attrs.get("question") or attrs.get("query") or ""
@@ -42,7 +46,20 @@ class QueryOutSerializer(serializers.Serializer):
     answer = serializers.CharField()
     collection = serializers.CharField()
     sources = SourceSerializer(many=True)
-    cache = serializers.ChoiceField(choices=["exact", "semantic", "miss", "bypass"])
+    cache = serializers.ChoiceField(
+        choices=["exact", "semantic", "miss", "bypass"],
+        help_text="How the answer cache served this: bypass means it was not consulted (use_cache false, "
+        "or the cache is disabled).",
+    )
+    stale = serializers.BooleanField(
+        help_text="A cached answer past its TTL, served (with degraded true) because generation is unavailable."
+    )
+    matched_question = serializers.CharField(
+        allow_null=True, help_text="On a semantic hit, the cached question whose answer this is."
+    )
+    similarity = serializers.FloatField(
+        allow_null=True, help_text="On a semantic hit, the cosine similarity of the two questions."
+    )
     degraded = serializers.BooleanField()
     degraded_reason = serializers.CharField(allow_null=True)
     generator = serializers.CharField()

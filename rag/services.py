@@ -17,10 +17,10 @@ from django.db import IntegrityError, models, transaction
 from rag.chunking import chunk_text
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder
 from rag.generation import extractive_answer, ollama_answer
-from rag.models import Chunk, Collection, Document
+from rag.models import Chunk, Collection, Document, QueryLog
 from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
 from rag.retrieval import RetrievedChunk, hybrid_search
-from resilience import config
+from resilience import cache, config
 from resilience.errors import OllamaError, OllamaUnavailable
 
 logger = logging.getLogger(__name__)
@@ -218,16 +218,21 @@ def ingest_items(
     embedder: Embedder | None = None,
     batch_size: int | None = None,
     progress: Callable[[FileResult], None] | None = None,
+    use_embedding_cache: bool = True,
 ) -> IngestReport:
     """Ingest documents: unchanged ones are skipped, changed ones replaced, bad ones reported.
 
     Chunks of several documents are embedded together in batches (the model is much faster on a
-    full batch), then each document is written in its own transaction.
+    full batch), then each document is written in its own transaction. ``use_embedding_cache=False``
+    asks the model for every chunk (benchmarks of the model's throughput).
     """
     started = time.perf_counter()
     report = IngestReport()
     collection = get_or_create_collection(collection_name)
     embedder = embedder or get_embedder()
+    # Chunk texts embedded before (an unchanged paragraph of an edited file, the same file in
+    # another collection) come from the embedding cache instead of the model.
+    cached_embedder = cache.caching(embedder) if use_embedding_cache else embedder
     batch_size = batch_size or config.current().provider.embedding_batch_size
     pending: list[_Pending] = []
 
@@ -243,7 +248,7 @@ def ingest_items(
             return
         texts = [embedding_input(p.title, chunk) for p in pending for chunk in p.chunks]
         try:
-            vectors = embedder.embed(texts)
+            vectors = cached_embedder.embed(texts)
         except OllamaError as exc:
             for p in pending:
                 record(FileResult(p.item.source, "failed", reason=f"embedding failed: {exc.reason}"))
@@ -319,27 +324,71 @@ class Answer:
     answer: str
     sources: list[RetrievedChunk]
     collection: str
-    cache: str = "miss"
+    cache: str = "miss"  # exact | semantic | miss | bypass (the cache was not consulted)
     degraded: bool = False
     degraded_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     generator: str = "extractive"
     extra: dict = field(default_factory=dict)
+    stale: bool = False  # a cached answer past its TTL, served because generation is down
+    matched_question: str | None = None  # the cached question a semantic hit answered
+    similarity: float | None = None
 
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def answer_question(*, question: str, collection_name: str = "default", k: int = 5) -> Answer:
-    """Retrieve the best passages and answer from them; degrade instead of failing when Ollama does."""
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    reasons: list[str] = []
-    collection = get_or_create_collection(collection_name, create=False)
-    provider = config.current().provider
+def answer_question(
+    *,
+    question: str,
+    collection_name: str = "default",
+    k: int = 5,
+    use_cache: bool = True,
+    log_query: bool = True,
+) -> Answer:
+    """Answer from the cache, or retrieve the best passages and answer from them.
 
-    embedder = get_embedder()
+    Degrades instead of failing when Ollama does: without embeddings, full-text retrieval only;
+    without generation, the still-servable stale cached answer or else an extractive one.
+    ``use_cache=False`` neither reads nor writes the answer cache. ``log_query=False`` keeps the
+    question out of the query log and the hit/miss counters (cache warming).
+    """
+    started = time.perf_counter()
+    collection = get_or_create_collection(collection_name, create=False)
+    embedder = cache.caching(get_embedder())
+    scope = None
+    if use_cache and config.current().cache.enabled:
+        scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=k)
+    answer = _answer(question, collection, k, embedder, scope)
+    answer.timings_ms["total"] = _ms(time.perf_counter() - started)
+    if log_query:
+        cache.count_lookup(answer.cache)
+        cache.safely("query log", _log_query, answer, default=None)
+    return answer
+
+
+def _log_query(answer: Answer) -> None:
+    QueryLog.objects.create(
+        question=answer.question,
+        question_hash=cache.question_hash(answer.question),
+        collection=answer.collection,
+        cache=answer.cache,
+        latency_ms=answer.timings_ms["total"],
+        degraded=answer.degraded,
+    )
+
+
+def _answer(question: str, collection: Collection, k: int, embedder: Embedder, scope: cache.Scope | None) -> Answer:
+    timings: dict[str, float] = {}
+    if scope is not None:
+        t = time.perf_counter()
+        hit = cache.lookup_exact(scope, question)
+        timings["cache"] = _ms(time.perf_counter() - t)
+        if hit:
+            return _from_hit(question, collection, hit, timings)
+
+    reasons: list[str] = []
     query_vector = None
     t = time.perf_counter()
     try:
@@ -348,12 +397,60 @@ def answer_question(*, question: str, collection_name: str = "default", k: int =
         reasons.append(f"embeddings unavailable: {exc.reason}")
     timings["embed"] = _ms(time.perf_counter() - t)
 
+    if scope is None:
+        answer, _ = _generate(question, collection, k, embedder.name, query_vector, reasons, timings)
+        answer.cache = "bypass"
+        return answer
+
+    if query_vector is not None:
+        t = time.perf_counter()
+        hit = cache.lookup_semantic(scope, question, query_vector)
+        timings["cache"] = round(timings["cache"] + _ms(time.perf_counter() - t), 2)
+        if hit:
+            return _from_hit(question, collection, hit, timings)
+        cache.ensure_answer_index(embedder.name, int(query_vector.shape[0]))
+
+    # A miss. Identical misses in flight at once (any thread or worker) wait for the first to
+    # answer and then take its answer from the cache: one model call, not N.
+    with cache.single_flight(scope, question) as locked:
+        if locked:
+            hit = cache.lookup_exact(scope, question)
+            if hit:
+                return _from_hit(question, collection, hit, timings)
+        answer, generation_failed = _generate(question, collection, k, embedder.name, query_vector, reasons, timings)
+        if generation_failed:
+            hit = cache.lookup_stale(scope, question, query_vector)
+            if hit:
+                cached = _from_hit(question, collection, hit, timings)
+                if hit.stale:  # else another worker has just stored a fresh answer
+                    cache.count(stale_served=1)
+                    cached.degraded = True
+                    cached.degraded_reason = f"{answer.degraded_reason}; serving a stale cached answer"
+                return cached
+        if not answer.degraded and query_vector is not None:
+            sources = [cache.source_dict(chunk) for chunk in answer.sources]
+            cache.store(scope, question, query_vector, answer.answer, sources, answer.generator)
+    return answer
+
+
+def _generate(
+    question: str,
+    collection: Collection,
+    k: int,
+    model_name: str,
+    query_vector: np.ndarray | None,
+    reasons: list[str],
+    timings: dict[str, float],
+) -> tuple[Answer, bool]:
+    """Retrieve and write the answer; also whether generation itself failed."""
+    provider = config.current().provider
     t = time.perf_counter()
-    sources = hybrid_search(collection, question, k, model_name=embedder.name, query_vector=query_vector)
+    sources = hybrid_search(collection, question, k, model_name=model_name, query_vector=query_vector)
     timings["retrieve"] = _ms(time.perf_counter() - t)
 
     t = time.perf_counter()
     generator = "extractive"
+    failed = False
     if provider.generation_backend == "ollama" and sources:
         try:
             text = ollama_answer(question, sources, model=provider.generation_model).text
@@ -361,13 +458,13 @@ def answer_question(*, question: str, collection_name: str = "default", k: int =
         except OllamaError as exc:
             reasons.append(f"generation unavailable: {exc.reason}")
             text = extractive_answer(question, sources)
+            failed = True
     else:
         text = extractive_answer(question, sources)
     if not sources:
         text = "No passage in this collection matches the question."
     timings["generate"] = _ms(time.perf_counter() - t)
-    timings["total"] = _ms(time.perf_counter() - started)
-    return Answer(
+    answer = Answer(
         question=question,
         answer=text,
         sources=sources,
@@ -376,4 +473,31 @@ def answer_question(*, question: str, collection_name: str = "default", k: int =
         degraded_reason="; ".join(reasons) or None,
         timings_ms=timings,
         generator=generator,
+    )
+    return answer, failed
+
+
+def _from_hit(question: str, collection: Collection, hit: cache.Hit, timings: dict[str, float]) -> Answer:
+    sources = [
+        RetrievedChunk(
+            chunk_id=s["id"],
+            document_id=s["document_id"],
+            title=s["title"],
+            source=s["source"],
+            text=s["text"],
+            score=s["score"],
+        )
+        for s in hit.sources
+    ]
+    return Answer(
+        question=question,
+        answer=hit.answer,
+        sources=sources,
+        collection=collection.name,
+        cache=hit.kind,
+        timings_ms=timings,
+        generator=hit.generator,
+        stale=hit.stale,
+        matched_question=hit.question if hit.kind == "semantic" else None,
+        similarity=hit.similarity,
     )

@@ -1,0 +1,104 @@
+"""The embedding cache: no chunk text or question is sent to the model twice."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from rag.embeddings import LocalEmbedder
+from rag.models import Chunk
+from rag.services import ingest_paths
+from resilience import cache
+
+pytestmark = pytest.mark.django_db
+
+APPLES = "Alpha paragraph. " + "The first paragraph talks about apples and orchards in some detail. " * 8
+BANANAS = "Beta paragraph. " + "The second paragraph talks about bananas and plantations at length. " * 8
+CHERRIES = "Gamma paragraph. " + "The third paragraph talks about cherries and their blossoms too. " * 8
+
+
+class CountingEmbedder:
+    """The local model, recording every text it is asked to embed."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.inner = LocalEmbedder()
+        self.name = name or self.inner.name
+        self.texts: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        return self.inner.embed(texts)
+
+
+def test_reingesting_an_edited_file_embeds_only_the_changed_chunk(write_files):
+    root = write_files({"fruit.txt": f"{APPLES}\n\n{BANANAS}\n\n{CHERRIES}"})
+    embedder = CountingEmbedder()
+    report = ingest_paths(paths=[root], collection_name="emb-cache", embedder=embedder)
+    assert report.chunks == 3 and len(embedder.texts) == 3
+
+    write_files({"fruit.txt": f"{APPLES}\n\n{BANANAS.replace('Beta paragraph.', 'Beta, edited.')}\n\n{CHERRIES}"})
+    embedder.texts.clear()
+    report = ingest_paths(paths=[root], collection_name="emb-cache", embedder=embedder)
+    assert report.count("updated") == 1 and report.chunks == 3
+    assert len(embedder.texts) == 1 and "Beta, edited." in embedder.texts[0]
+    # The chunks of the unchanged paragraphs carry exactly the vectors they had.
+    stored = dict(Chunk.objects.filter(collection__name="emb-cache").values_list("ordinal", "embedding"))
+    again = embedder.inner.embed([embedder.texts[0]])[0]
+    assert np.allclose(stored[1], again, atol=1e-6)
+
+
+def test_the_same_file_in_another_collection_costs_no_model_call(write_files):
+    root = write_files({"fruit.txt": f"{APPLES}\n\n{CHERRIES}"})
+    embedder = CountingEmbedder()
+    ingest_paths(paths=[root], collection_name="emb-one", embedder=embedder)
+    embedded = len(embedder.texts)
+    ingest_paths(paths=[root], collection_name="emb-two", embedder=embedder)
+    assert len(embedder.texts) == embedded == 2
+    assert Chunk.objects.filter(collection__name="emb-two").count() == 2
+
+
+def test_vectors_are_cached_per_model():
+    first, other = CountingEmbedder(), CountingEmbedder(name="test/another-model")
+    vectors = cache.embed_cached(first, [APPLES, CHERRIES, APPLES])
+    assert vectors.shape == (3, 384) and len(first.texts) == 2  # a repeated text is embedded once
+    cache.embed_cached(other, [APPLES])
+    assert other.texts == [APPLES]
+    again = cache.embed_cached(first, [CHERRIES, APPLES])
+    assert len(first.texts) == 2
+    assert np.array_equal(again, vectors[[1, 0]])  # float32 survives the round trip exactly
+
+
+def test_a_question_is_embedded_once_even_when_the_answer_cache_is_bypassed(
+    client, fake_ollama, resilience_config, write_files
+):
+    resilience_config(
+        provider={"ollama_base_url": fake_ollama.url, "embedding_backend": "ollama", "embedding_model": "all-minilm"}
+    )
+    root = write_files({"parking.txt": "Staff parking is behind building B. Visitors park at the front gate."})
+    call_command("ingest", str(root), "--collection", "emb-ollama", "--no-progress", stdout=StringIO())
+    fake_ollama.reset_counters()
+    for _ in range(3):
+        body = {"question": "Where do staff park?", "collection": "emb-ollama", "use_cache": False}
+        response = client.post("/api/query", json.dumps(body), content_type="application/json")
+        assert response.status_code == 200 and response.json()["cache"] == "bypass"
+        assert response.json()["sources"][0]["source"].endswith("parking.txt")
+    assert fake_ollama.count("/api/embed") == 1
+
+
+def test_a_broken_embedding_cache_falls_back_to_the_model(write_files):
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE resilience_cachedembedding RENAME TO broken_embeddings")
+    root = write_files({"fruit.txt": APPLES})
+    embedder = CountingEmbedder()
+    report = ingest_paths(paths=[root], collection_name="emb-broken", embedder=embedder)
+    assert report.count("new") == 1 and len(embedder.texts) == 1
+
+
+def test_spacing_does_not_change_the_key_but_case_does():
+    assert cache.text_hash("a  b\n c ") == cache.text_hash("a b c")
+    assert cache.text_hash("Python") != cache.text_hash("python")

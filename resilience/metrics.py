@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from django.db import connection
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -32,6 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from resilience import breaker as breaker_module
 from resilience import client as client_module
 from resilience import config as runtime_config
+from resilience.config import PoolConfig
 from resilience.pool import PoolStats, process_stats
 
 if TYPE_CHECKING:
@@ -207,9 +209,13 @@ def cache_stats() -> dict[str, Any] | None:
     except ImportError:
         return None
     try:
+        # stats() answers zeros when the database is down; exported, those would read as counter
+        # resets and the next scrape as a burst of hits. Ask the database first.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
         return cache.stats()
-    except Exception:  # a scrape must still answer when the database does not
-        logger.warning("semantic cache stats unavailable", exc_info=True)
+    except Exception as exc:  # a scrape must still answer when the database does not
+        logger.warning("semantic cache stats unavailable: %s", exc)
         return None
 
 
@@ -222,18 +228,19 @@ class ScrapeCollector:
     """
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families(None))  # no I/O when a registry asks for names
+        # Names only: a registry asks at registration, in AppConfig.ready(), where no I/O belongs.
+        return list(self._families(None, None))
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._families(cache_stats()))
+        return list(self._families(runtime_config.current().pool, cache_stats()))
 
-    def _families(self, cache: dict[str, Any] | None) -> Iterator[Metric]:
-        pool = runtime_config.current().pool
+    def _families(self, pool: PoolConfig | None, cache: dict[str, Any] | None) -> Iterator[Metric]:
         size = GaugeMetricFamily(
             "ragsite_connection_pool_size", "Configured size of the HTTP connection pool.", labels=["client", "setting"]
         )
-        for setting in POOL_SIZE_SETTINGS:
-            size.add_metric([CLIENT, setting], getattr(pool, setting))
+        if pool is not None:
+            for setting in POOL_SIZE_SETTINGS:
+                size.add_metric([CLIENT, setting], getattr(pool, setting))
         yield size
         hits = CounterMetricFamily("ragsite_semcache_hits", "Semantic cache hits, by kind.", labels=["kind"])
         misses = CounterMetricFamily("ragsite_semcache_misses", "Semantic cache misses.")

@@ -174,7 +174,7 @@ def test_a_refused_connection_is_observed_with_its_status_and_its_retries(ollama
 
 def test_pool_size_comes_from_the_configuration(resilience_config):
     resilience_config(pool={"pool_maxsize": 7, "pool_connections": 3})
-    (size, *_) = metrics.scrape_collector.describe()
+    (size, *_) = metrics.scrape_collector.collect()
     samples = {s.labels["setting"]: s.value for s in size.samples}
     assert size.name == "ragsite_connection_pool_size"
     assert samples == {"pool_connections": 3, "pool_maxsize": 7}
@@ -220,3 +220,43 @@ def test_record_ingest_counts_files_by_result_and_chunks():
     after = {r: value(metrics.INGEST_FILES, "ragsite_ingest_files_total", result=r) for r in before}
     assert {r: after[r] - before[r] for r in before} == {"new": 2, "updated": 1, "unchanged": 1, "failed": 1}
     assert value(metrics.INGEST_CHUNKS, "ragsite_ingest_chunks_total") == chunks + 6
+
+
+def scraped(name: str, **labels: str) -> float | None:
+    """A sample of the scrape-time collector (the semantic cache is read from the database)."""
+    for family in metrics.scrape_collector.collect():
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def ask(client, question: str) -> dict:
+    response = client.post("/api/query", {"question": question}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_a_cache_miss_then_hit_moves_misses_hits_and_size(client, db, demo_corpus, resilience_config):
+    question = "What does the pass statement do?"
+    misses = scraped("ragsite_semcache_misses_total")
+    exact = scraped("ragsite_semcache_hits_total", kind="exact")
+    semantic = scraped("ragsite_semcache_hits_total", kind="semantic")
+    size = scraped("ragsite_semcache_size")
+
+    assert ask(client, question)["cache"] == "miss"
+    assert ask(client, question.lower())["cache"] == "exact"
+
+    assert scraped("ragsite_semcache_misses_total") == misses + 1
+    assert scraped("ragsite_semcache_hits_total", kind="exact") == exact + 1
+    assert scraped("ragsite_semcache_hits_total", kind="semantic") == semantic
+    assert scraped("ragsite_semcache_size") == size + 1
+    max_entries = runtime_config.current().cache.max_entries
+    assert scraped("ragsite_semcache_fill_ratio") == pytest.approx((size + 1) / max_entries, abs=1e-4)
+
+
+def test_cache_metrics_are_left_out_while_the_database_is_unreachable():
+    # Without the db fixture every query fails, as with the database down: no zeros are exported.
+    assert metrics.cache_stats() is None
+    assert scraped("ragsite_semcache_misses_total") is None
+    assert scraped("ragsite_connection_pool_size", client="ollama", setting="pool_maxsize") is not None

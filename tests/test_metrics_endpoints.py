@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from resilience import config as runtime_config
 from resilience.breaker import get_breaker
 from resilience.client import get_client
 from tests.fixtures_resilience import EMBED_MODEL
@@ -136,3 +137,30 @@ def test_pool_metrics_shape_and_counts(client, fake_ollama, resilience_config):
     assert body["total_requests"] == before["total_requests"] + 1
     assert body["retries_total"] == before["retries_total"] + 1
     assert body["retries_by_reason"]["status_503"] == before["retries_by_reason"].get("status_503", 0) + 1
+
+
+def test_semantic_cache_metrics_shape(client, db, resilience_config):
+    body = client.get("/api/semantic-cache/metrics").json()
+    assert set(body) >= {
+        "enabled",
+        "hits",
+        "exact_hits",
+        "semantic_hits",
+        "misses",
+        "hit_rate",
+        "size",
+        "max_size",
+        "fill_ratio",
+        "evictions",
+        "ttl_seconds",
+        "threshold",
+    }
+    cache = runtime_config.current().cache
+    assert body["enabled"] is cache.enabled and body["max_size"] == cache.max_entries
+    assert body["threshold"] == cache.similarity_threshold
+
+
+def test_semantic_cache_metrics_are_503_without_the_database(client):
+    response = client.get("/api/semantic-cache/metrics")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"

@@ -24,6 +24,7 @@ system-deps:
 
 migrate: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
 
 demo: migrate
 	$(PY) manage.py ingest --demo --if-empty

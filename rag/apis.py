@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db import connection
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rag.access import DocumentAccess
 from rag.errors import ServiceUnavailable
 from rag.models import Document
 from rag.readers import MEDIA_TYPES
@@ -45,6 +45,7 @@ class QueryApi(APIView):
 class DocumentListApi(generics.ListAPIView):
     serializer_class = DocumentSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    permission_classes = [DocumentAccess]
 
     def get_queryset(self):
         queryset = Document.objects.select_related("collection").order_by("id")
@@ -94,6 +95,8 @@ class DocumentListApi(generics.ListAPIView):
 
 
 class DocumentDetailApi(APIView):
+    permission_classes = [DocumentAccess]
+
     @extend_schema(responses={200: DocumentDetailSerializer})
     def get(self, request: Request, pk: int) -> Response:
         document = get_object_or_404(
@@ -106,16 +109,3 @@ class DocumentDetailApi(APIView):
         document = get_object_or_404(Document.objects.select_related("collection"), pk=pk)
         delete_document(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class HealthApi(APIView):
-    @extend_schema(responses={200: dict, 503: dict})
-    def get(self, request: Request) -> Response:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            database = True
-        except Exception:  # any failure to reach the database means "not ready"
-            database = False
-        body = {"status": "ok" if database else "unavailable", "database": database}
-        return Response(body, status=status.HTTP_200_OK if database else status.HTTP_503_SERVICE_UNAVAILABLE)

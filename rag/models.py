@@ -119,3 +119,70 @@ class QueryLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection}: {self.question[:60]}"
+
+
+class ApiKey(models.Model):
+    """A bearer key for the API. Only its SHA-256 is stored: the key itself is shown once.
+
+    Keys are 256-bit random tokens, so an unsalted hash is as safe as a password hash here and
+    can be looked up directly.
+    """
+
+    PREFIX = "rsk_"
+
+    name = models.CharField(max_length=100, help_text="Who or what uses this key.")
+    prefix = models.CharField(max_length=12, editable=False, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash(key: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, *, name: str, created_by=None) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the key, which is never retrievable again."""
+        import secrets
+
+        key = cls.PREFIX + secrets.token_urlsafe(32)
+        row = cls.objects.create(name=name, prefix=key[:12], key_hash=cls.hash(key), created_by=created_by)
+        return row, key
+
+    @classmethod
+    def authenticate(cls, key: str) -> ApiKey | None:
+        if not key.startswith(cls.PREFIX) or len(key) > 200:
+            return None
+        row = cls.objects.filter(key_hash=cls.hash(key), revoked_at__isnull=True).first()
+        if row is not None:
+            from django.utils import timezone
+
+            now = timezone.now()
+            # Written at most once a minute per key: no write per request.
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+                cls.objects.filter(pk=row.pk).update(last_used_at=now)
+        return row
+
+    def revoke(self) -> None:
+        from django.utils import timezone
+
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])

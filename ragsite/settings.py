@@ -40,7 +40,7 @@ SESSION_COOKIE_HTTPONLY = True
 
 # APPLICATIONS
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "resilience.admin_site.OpsAdminConfig",  # django.contrib.admin with the operations overview
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -161,7 +161,28 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rag.access.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rag.access.ReadOrQuery"],
+    "DEFAULT_THROTTLE_CLASSES": ["rag.access.PerKeyThrottle", "rag.access.PerIpThrottle"],
+    # Client addresses come from REMOTE_ADDR unless this many proxies in front are trusted to set
+    # X-Forwarded-For: a client must not be able to pick its own throttle bucket.
+    "NUM_PROXIES": env_int("RAGSITE_NUM_PROXIES", 0, minimum=0),
+}
+
+# ACCESS
+# Throttle counters live in the database cache so every worker counts against the same budget.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ragsite_cache"},
+    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+RAGSITE_ACCESS = {
+    "queries_require_key": env_bool("RAGSITE_ACCESS_QUERIES_REQUIRE_KEY", False),
+    # DRF rates: "N/second|minute|hour|day"; empty turns a throttle off.
+    "ip_rate": env_str("RAGSITE_ACCESS_IP_RATE", "120/minute"),
+    "key_rate": env_str("RAGSITE_ACCESS_KEY_RATE", "1200/minute"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RAGsite API",

@@ -76,3 +76,18 @@ def make_pdf():
         return bytes(out)
 
     return make
+
+
+@pytest.fixture
+def api_key(db) -> str:
+    from rag.models import ApiKey
+
+    _, key = ApiKey.issue(name="tests")
+    return key
+
+
+@pytest.fixture
+def key_client(client, api_key):
+    """Django's test client sending a valid API key with every request."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return client

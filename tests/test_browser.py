@@ -103,16 +103,21 @@ def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):
         fake_chat.healthy()
 
 
-def test_a_document_with_a_script_stays_inert(browser, server):
+def test_a_document_with_a_script_stays_inert(browser, server, django_db_blocker):
     from selenium.webdriver.common.by import By
 
+    from rag.models import ApiKey
+
+    with django_db_blocker.unblock():
+        _, key = ApiKey.issue(name="browser test")
+    auth = {"Authorization": f"Bearer {key}"}
     payload = {
         "title": "Harbour <script>window.pwnedTitle = 1</script> notice",
         "text": "The harbour crane <script>window.pwned = 1</script><img src=x onerror='window.pwnedImg=1'> "
         "is inspected every spring by the harbour master.",
         "collection": "browser-xss",
     }
-    created = requests.post(f"{server}/api/documents", json=payload, timeout=60)
+    created = requests.post(f"{server}/api/documents", json=payload, headers=auth, timeout=60)
     assert created.status_code == 201, created.text
     try:
         browser.get(f"{server}/?q=harbour+crane+inspected&collection=browser-xss")
@@ -120,4 +125,4 @@ def test_a_document_with_a_script_stays_inert(browser, server):
         assert "<script>window.pwned = 1</script>" in page  # shown as text
         assert browser.execute_script("return [window.pwned, window.pwnedImg, window.pwnedTitle]") == [None, None, None]
     finally:
-        requests.delete(f"{server}/api/documents/{created.json()['document']['id']}", timeout=30)
+        requests.delete(f"{server}/api/documents/{created.json()['document']['id']}", headers=auth, timeout=30)

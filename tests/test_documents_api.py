@@ -5,7 +5,8 @@ from rag.models import Chunk, Collection, Document
 pytestmark = pytest.mark.django_db
 
 
-def test_post_text_document_then_read_list_and_delete(client):
+def test_post_text_document_then_read_list_and_delete(key_client):
+    client = key_client
     response = client.post(
         "/api/documents",
         {"title": "Office hours", "text": "The office is open from nine to five on weekdays.", "collection": "hr"},
@@ -34,7 +35,8 @@ def test_post_text_document_then_read_list_and_delete(client):
     assert client.get(f"/api/documents/{doc_id}").status_code == 404
 
 
-def test_reposting_the_same_text_is_unchanged(client):
+def test_reposting_the_same_text_is_unchanged(key_client):
+    client = key_client
     payload = {"title": "Note", "text": "Bring your badge to the lab.", "collection": "notes"}
     assert client.post("/api/documents", payload, content_type="application/json").status_code == 201
     again = client.post("/api/documents", payload, content_type="application/json")
@@ -42,7 +44,8 @@ def test_reposting_the_same_text_is_unchanged(client):
     assert Document.objects.filter(collection__name="notes").count() == 1
 
 
-def test_upload_a_file(client, make_pdf):
+def test_upload_a_file(key_client, make_pdf):
+    client = key_client
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     upload = SimpleUploadedFile("minutes.pdf", make_pdf("The board approved the budget."), "application/pdf")
@@ -56,7 +59,8 @@ def test_upload_a_file(client, make_pdf):
     ("name", "content", "message"),
     [("data.exe", b"MZ...", "Unsupported file type"), ("bad.txt", b"\xff\xfe\xfa", "UTF-8"), ("e.md", b"", "empty")],
 )
-def test_bad_uploads_are_400_and_store_nothing(client, name, content, message):
+def test_bad_uploads_are_400_and_store_nothing(key_client, name, content, message):
+    client = key_client
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     response = client.post("/api/documents", {"file": SimpleUploadedFile(name, content), "collection": "up"})
@@ -65,14 +69,16 @@ def test_bad_uploads_are_400_and_store_nothing(client, name, content, message):
     assert not Document.objects.filter(collection__name="up").exists()
 
 
-def test_text_document_needs_text_and_title(client):
+def test_text_document_needs_text_and_title(key_client):
+    client = key_client
     response = client.post("/api/documents", {"title": "x"}, content_type="application/json")
     assert response.status_code == 400 and "text" in response.json()["error"]["fields"]
     response = client.post("/api/documents", {"text": "some text"}, content_type="application/json")
     assert response.status_code == 400 and "title" in response.json()["error"]["fields"]
 
 
-def test_unknown_document_is_404(client):
+def test_unknown_document_is_404(key_client):
+    client = key_client
     response = client.get("/api/documents/999999")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert client.delete("/api/documents/999999").status_code == 404

@@ -1,0 +1,106 @@
+"""Who may call the API, and how often: bearer API keys, staff sessions, throttles.
+
+Document writes always need a key or a staff session; queries and reads are open unless
+``RAGSITE_ACCESS_QUERIES_REQUIRE_KEY`` is on. Throttles count per key, or per client IP for
+callers without one, in the shared database cache so every worker counts against one budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework.request import Request
+
+from rag.models import ApiKey
+
+
+@dataclass(frozen=True)
+class KeyUser:
+    """The identity behind an API key (DRF wants a user object)."""
+
+    key: ApiKey
+    is_authenticated: bool = True
+    is_staff: bool = False
+    is_active: bool = True
+
+    @property
+    def pk(self) -> str:
+        return f"key:{self.key.pk}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <key>``. A wrong or revoked key is a 401, never anonymous."""
+
+    def authenticate(self, request: Request) -> tuple[KeyUser, ApiKey] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        key = ApiKey.authenticate(credentials.strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        return KeyUser(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="ragsite"'
+
+
+def has_key_or_staff(request: Request) -> bool:
+    if isinstance(request.auth, ApiKey):
+        return True
+    user = request.user
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def queries_require_key() -> bool:
+    return settings.RAGSITE_ACCESS["queries_require_key"]
+
+
+class ReadOrQuery(permissions.BasePermission):
+    """Queries and reads: open by default, key-only when the setting says so."""
+
+    message = "This service needs an API key: send Authorization: Bearer <key>."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return not queries_require_key() or has_key_or_staff(request)
+
+
+class DocumentAccess(permissions.BasePermission):
+    """Reads like queries; writes (POST, DELETE) always need a key or a staff session."""
+
+    message = "Adding or deleting documents needs an API key (Authorization: Bearer <key>) or a staff login."
+
+    def has_permission(self, request: Request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return ReadOrQuery().has_permission(request, view)
+        return has_key_or_staff(request)
+
+
+class PerKeyThrottle(throttling.SimpleRateThrottle):
+    scope = "key"
+
+    def get_rate(self) -> str | None:
+        return settings.RAGSITE_ACCESS["key_rate"] or None
+
+    def get_cache_key(self, request: Request, view) -> str | None:
+        if not isinstance(request.auth, ApiKey):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+
+
+class PerIpThrottle(throttling.SimpleRateThrottle):
+    """Callers without a key share a budget per client address."""
+
+    scope = "ip"
+
+    def get_rate(self) -> str | None:
+        return settings.RAGSITE_ACCESS["ip_rate"] or None
+
+    def get_cache_key(self, request: Request, view) -> str | None:
+        if isinstance(request.auth, ApiKey):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

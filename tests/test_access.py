@@ -1,0 +1,94 @@
+"""API keys, staff sessions and throttles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from rag.models import ApiKey, Document
+
+pytestmark = pytest.mark.django_db
+
+DOC = {"title": "Key test", "text": "The lighthouse keeper logs every ship.", "collection": "access"}
+
+
+def post_doc(client, **headers):
+    return client.post("/api/documents", json.dumps(DOC), content_type="application/json", **headers)
+
+
+def ask(client, **headers):
+    body = json.dumps({"question": "Who logs the ships?", "collection": "default", "k": 1})
+    return client.post("/api/query", body, content_type="application/json", **headers)
+
+
+def test_writes_without_a_key_are_refused(client):
+    response = post_doc(client)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert not Document.objects.filter(collection__name="access").exists()
+
+
+def test_a_key_allows_writes_and_is_stored_hashed(client):
+    row, key = ApiKey.issue(name="ci")
+    assert key.startswith("rsk_") and key not in (row.key_hash, row.prefix)
+    assert post_doc(client, HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
+    row.refresh_from_db()
+    assert row.last_used_at is not None
+
+
+def test_a_revoked_or_wrong_key_is_401_not_anonymous(client):
+    row, key = ApiKey.issue(name="old")
+    row.revoke()
+    for header in (f"Bearer {key}", "Bearer rsk_not-a-real-key"):
+        response = ask(client, HTTP_AUTHORIZATION=header)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "authentication_failed"
+
+
+def test_a_staff_session_may_write(client):
+    staff = User.objects.create_user("editor", password="x", is_staff=True)
+    client.force_login(staff)
+    assert post_doc(client).status_code == 201
+
+
+def test_a_non_staff_session_may_not_write(client):
+    client.force_login(User.objects.create_user("reader", password="x"))
+    assert post_doc(client).status_code == 403
+
+
+def test_queries_are_open_by_default(client, demo_corpus):
+    assert ask(client).status_code == 200
+
+
+def test_queries_can_require_a_key(client, demo_corpus, settings):
+    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "queries_require_key": True}
+    assert ask(client).status_code == 401
+    assert client.get("/api/documents").status_code == 401
+    _, key = ApiKey.issue(name="app")
+    assert ask(client, HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+
+
+@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, settings):
+    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "3/minute"}
+    statuses = [ask(client, REMOTE_ADDR="10.1.1.1").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    refused = ask(client, REMOTE_ADDR="10.1.1.1")
+    assert refused.json()["error"]["code"] == "throttled"
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert ask(client, REMOTE_ADDR="10.1.1.2").status_code == 200  # another address, another budget
+    # A spoofed X-Forwarded-For does not buy a fresh budget.
+    assert ask(client, REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="1.2.3.4").status_code == 429
+
+
+@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+def test_each_key_has_its_own_budget(client, demo_corpus, settings):
+    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "1/minute", "key_rate": "2/minute"}
+    _, first = ApiKey.issue(name="a")
+    _, second = ApiKey.issue(name="b")
+    assert [ask(client, HTTP_AUTHORIZATION=f"Bearer {first}").status_code for _ in range(3)] == [200, 200, 429]
+    assert ask(client, HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200

@@ -4,17 +4,20 @@ Each section is a frozen dataclass. Its defaults are the documented defaults; ev
 overridden by an environment variable named ``RAGSITE_<SECTION>_<FIELD>`` (for example
 ``RAGSITE_BREAKER_FAILURE_THRESHOLD``), except the Ollama URL, which is ``OLLAMA_BASE_URL``.
 
-``current()`` is the one place the rest of the code reads settings from, so the source can move
-(environment today, admin-edited rows later) without touching the callers.
+``current()`` is the one place the rest of the code reads settings from. The environment only
+seeds a fresh database: once the settings tables exist, ``current()`` returns the rows operators
+edit in the admin, re-checked at most once a second per process (``resilience.live``), and falls
+back to the environment while the database cannot be read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from ragsite.env import EnvError, env_bool, env_float, env_int, env_str
+from ragsite.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -42,6 +45,11 @@ class ProviderConfig:
         if self.embedding_backend == "ollama":
             return DEFAULT_OLLAMA_EMBEDDING_MODEL
         return LOCAL_EMBEDDING_MODEL
+
+    @property
+    def embedder_name(self) -> str:
+        """The name chunks record (``local/all-MiniLM-L6-v2``), as rag.embeddings builds it."""
+        return f"{self.embedding_backend}/{self.resolved_embedding_model}"
 
 
 @dataclass(frozen=True)
@@ -178,16 +186,56 @@ def documented_variables() -> list[tuple[str, Any]]:
 
 _override: RuntimeConfig | None = None
 _env_config: RuntimeConfig | None = None
+# The database-backed source, found once Django's apps are loaded (resilience.live). It returns
+# the admin-edited configuration, or None while it cannot be read.
+_live_source: Callable[[], RuntimeConfig | None] | None = None
+_source: str | None = None
 
 
-def current() -> RuntimeConfig:
-    """The configuration in force now (tests and benchmarks may override it)."""
+def _from_database() -> RuntimeConfig | None:
+    global _live_source
+    if _live_source is None:
+        try:
+            from django.apps import apps
+        except ImportError:  # a tool running without Django
+            return None
+        if not apps.ready:
+            return None
+        from resilience import live
+
+        _live_source = live.source
+    return _live_source()
+
+
+def settings_source() -> str:
+    """``database`` (the admin's rows, the default) or ``environment`` (RAGSITE_SETTINGS_SOURCE).
+
+    ``environment`` makes a process ignore the stored rows, for a benchmark or a test server that
+    must run with exactly its environment; breaker orders from the admin still reach it.
+    """
+    global _source
+    if _source is None:
+        _source = env_choice("RAGSITE_SETTINGS_SOURCE", "database", ["database", "environment"])
+    return _source
+
+
+def env_config() -> RuntimeConfig:
+    """The environment's configuration: what a fresh database is seeded with, and the fallback."""
     global _env_config
-    if _override is not None:
-        return _override
     if _env_config is None:
         _env_config = from_env()
     return _env_config
+
+
+def current() -> RuntimeConfig:
+    """The configuration in force now: an override (tests, benchmarks), else the admin's, else the environment's."""
+    # Read even under an override: the same refresh applies the admin's breaker commands.
+    stored = _from_database()
+    if _override is not None:
+        return _override
+    if stored is None or settings_source() == "environment":
+        return env_config()
+    return stored
 
 
 def override(config: RuntimeConfig | None) -> None:
@@ -204,5 +252,6 @@ def replace(config: RuntimeConfig, **sections: Any) -> RuntimeConfig:
 
 def reload_from_env() -> None:
     """Forget the cached environment reading; the next current() reads it again."""
-    global _env_config
+    global _env_config, _source
     _env_config = None
+    _source = None

@@ -1,0 +1,122 @@
+"""The admin of collections, documents and the query log.
+
+Documents are written by ingestion only: the admin lists them, re-ingests file-backed ones and
+deletes through ``rag.services`` so the collection's corpus version moves and stale cached answers
+are never served.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+
+from rag import services
+from rag.models import Chunk, Collection, Document, QueryLog
+
+
+def _chunk_count(**filters: Any) -> Subquery:
+    counts = Chunk.objects.filter(**filters).order_by().values(*filters).annotate(n=Count("id")).values("n")
+    return Subquery(counts, output_field=IntegerField())
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "document_count", "chunk_count", "embedding_models", "corpus_version"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["corpus_version", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(documents_n=Count("documents"), chunks_n=_chunk_count(collection=OuterRef("pk")))
+        )
+
+    @admin.display(description="documents", ordering="documents_n")
+    def document_count(self, obj: Collection) -> int:
+        return obj.documents_n  # type: ignore[attr-defined]
+
+    @admin.display(description="chunks", ordering="chunks_n")
+    def chunk_count(self, obj: Collection) -> int:
+        return obj.chunks_n or 0  # type: ignore[attr-defined]
+
+    @admin.display(description="embedded by")
+    def embedding_models(self, obj: Collection) -> str:
+        models = Chunk.objects.filter(collection=obj).values_list("embedding_model", flat=True).distinct()
+        return ", ".join(sorted(models)) or "—"
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ["title", "collection", "source", "media_type", "chunk_count", "size_bytes", "updated_at"]
+    list_filter = ["collection", "media_type"]
+    search_fields = ["title", "source"]
+    list_select_related = ["collection"]
+    actions = ["reingest"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
+        return super().get_queryset(request).annotate(chunks_n=_chunk_count(document=OuterRef("pk")))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Text and title live in the chunks and their vectors: changes come through ingestion.
+        return [f.name for f in Document._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="chunks", ordering="chunks_n")
+    def chunk_count(self, obj: Document) -> int:
+        return obj.chunks_n or 0  # type: ignore[attr-defined]
+
+    def delete_model(self, request: HttpRequest, obj: Document) -> None:
+        services.delete_document(document=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
+        for document in queryset.select_related("collection"):
+            services.delete_document(document=document)
+
+    @admin.action(description="Re-ingest selected documents from their files", permissions=["change"])
+    def reingest(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
+        """Read each file-backed document's file again: changed files are replaced, unchanged skipped."""
+        paths: dict[str, list[str]] = defaultdict(list)
+        skipped = 0
+        for source, collection in queryset.values_list("source", "collection__name"):
+            if Path(source).is_absolute() and Path(source).is_file():
+                paths[collection].append(source)
+            else:
+                skipped += 1
+        for collection, files in sorted(paths.items()):
+            report = services.ingest_paths(paths=files, collection_name=collection)
+            level = messages.ERROR if report.failures or report.aborted else messages.SUCCESS
+            detail = f" Stopped: {report.aborted}." if report.aborted else ""
+            failures = "".join(f" {r.source}: {r.reason}." for r in report.failures)
+            self.message_user(request, f"Collection {collection!r}: {report.summary()}.{detail}{failures}", level)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} document(s) skipped: not read from a file, or the file no longer exists.",
+                messages.WARNING,
+            )
+
+
+@admin.register(QueryLog)
+class QueryLogAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "short_question", "collection", "cache", "degraded", "latency_ms"]
+    list_filter = ["cache", "degraded", "collection"]
+    search_fields = ["question"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="question", ordering="question")
+    def short_question(self, obj: QueryLog) -> str:
+        return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"

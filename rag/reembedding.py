@@ -1,0 +1,92 @@
+"""Re-embedding: give every chunk of some collections a vector of the configured embedding model.
+
+Chunks record the model that embedded them and a query only compares vectors of one model, so a
+collection half re-embedded still answers: vector search sees the converted chunks, full-text
+search sees all of them. Each batch is committed on its own; a chunk already carrying the target
+model's name is skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from rag.embeddings import Embedder, ensure_vector_index
+from rag.models import Chunk, Collection
+from rag.services import embedding_input
+
+
+@dataclass
+class ReembedReport:
+    model: str
+    collections: list[str] = field(default_factory=list)
+    converted: int = 0
+    already: int = 0  # chunks that carried the target model before this run
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.converted / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.converted} chunks re-embedded with {self.model} in {len(self.collections)} collection(s), "
+            f"{self.already} already were; {self.seconds:.1f} s ({rate:.1f} chunks/s)"
+        )
+
+
+def chunks_to_reembed(*, collections: Sequence[Collection], model_name: str) -> QuerySet[Chunk]:
+    """The chunks of these collections that another model than ``model_name`` embedded."""
+    return Chunk.objects.filter(collection__in=collections).exclude(embedding_model=model_name)
+
+
+def reembed_collections(
+    *,
+    collections: Sequence[Collection],
+    embedder: Embedder,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+    report: ReembedReport | None = None,
+) -> ReembedReport:
+    """Re-embed, ``batch_size`` chunks at a time, what another model embedded in these collections.
+
+    Embedding errors propagate (the caller reports them); what was committed before stays. Pass
+    ``report`` to keep the counts of the batches done when an error interrupts the run.
+    """
+    started = time.perf_counter()
+    report = report or ReembedReport(model=embedder.name)
+    report.collections = [c.name for c in collections]
+    report.already = Chunk.objects.filter(collection__in=collections, embedding_model=embedder.name).count()
+    touched: set[int] = set()
+    last_id = 0
+    try:
+        while True:
+            batch = list(
+                chunks_to_reembed(collections=collections, model_name=embedder.name)
+                .filter(id__gt=last_id)
+                .select_related("document")
+                .only("id", "text", "collection_id", "document__title")
+                .order_by("id")[:batch_size]
+            )
+            if not batch:
+                break
+            vectors = embedder.embed([embedding_input(c.document.title, c.text) for c in batch])
+            ensure_vector_index(embedder.name, int(vectors.shape[1]))
+            for chunk, vector in zip(batch, vectors, strict=True):
+                chunk.embedding = vector
+                chunk.embedding_model = embedder.name
+            with transaction.atomic():
+                Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+            touched.update(c.collection_id for c in batch)
+            report.converted += len(batch)
+            last_id = batch[-1].id
+            if progress:
+                progress(len(batch))
+    finally:
+        # Answers cached while the collection was half converted must not outlive the conversion.
+        for collection in collections:
+            if collection.pk in touched:
+                collection.bump_version()
+        report.seconds = time.perf_counter() - started
+    return report

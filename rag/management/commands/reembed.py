@@ -33,9 +33,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--collection", action="append", default=[], help="Collection name (repeat for several)."
-        )
+        parser.add_argument("--collection", action="append", default=[], help="Collection name (repeat for several).")
         parser.add_argument("--all", dest="all_collections", action="store_true", help="Every collection.")
         parser.add_argument(
             "--backend", choices=["local", "ollama"], help="Embed with this backend instead of the configured one."
@@ -56,7 +54,8 @@ class Command(BaseCommand):
     ) -> str:
         if bool(collection) == all_collections:
             raise CommandError("Give --collection NAME (one or more), or --all.")
-        batch_size = batch_size or config.current().provider.embedding_batch_size
+        if batch_size is None:
+            batch_size = config.current().provider.embedding_batch_size
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         if all_collections:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from io import StringIO
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.db import connection
 from django.forms.models import model_to_dict
 
 from rag.models import Chunk, Collection, Document
+from rag.services import SourceItem, ingest_items
 from resilience import config, live
 from resilience.models import BreakerSettings, CacheSettings, PoolSettings, ProviderSettings, SettingsRow
 
@@ -211,3 +213,17 @@ def test_other_provider_fields_can_change_while_old_chunks_exist(admin_client, l
     response = post(admin_client, ProviderSettings, generation_backend="ollama", generation_model="llama3.2")
     assert response.status_code == 302
     assert config.current().provider.generation_backend == "ollama"
+
+
+def test_turning_the_cache_off_stops_lookups_at_the_next_query(admin_client, client):
+    items = [SourceItem("mem:boilers", b"The boilers are serviced every October.", "text/plain", "Boilers")]
+    assert not ingest_items(items, collection_name="admin-cache-check").failures
+
+    def ask() -> str:
+        payload = json.dumps({"question": "When are the boilers serviced?", "collection": "admin-cache-check"})
+        return client.post("/api/query", payload, content_type="application/json").json()["cache"]
+
+    assert ask() == "miss"
+    assert ask() == "exact"
+    assert post(admin_client, CacheSettings, enabled=False).status_code == 302
+    assert ask() == "bypass"

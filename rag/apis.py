@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+
 from django.db.models import Count
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
@@ -24,22 +29,53 @@ from rag.serializers import (
     QueryInSerializer,
     QueryOutSerializer,
 )
-from rag.services import CollectionNotFound, answer_question, delete_document, ingest_document
+from rag.services import CollectionNotFound, answer_question, delete_document, ingest_document, stream_answer
+
+logger = logging.getLogger(__name__)
 
 
 class QueryApi(APIView):
-    @extend_schema(request=QueryInSerializer, responses={200: QueryOutSerializer})
-    def post(self, request: Request) -> Response:
+    @extend_schema(
+        request=QueryInSerializer,
+        responses={200: QueryOutSerializer},
+        description='With "stream": true the answer comes as application/x-ndjson: a "meta" line (sources, '
+        'cache and degraded flags), "token" lines, then a "done" line with timings, or an "error" line.',
+    )
+    def post(self, request: Request) -> Response | StreamingHttpResponse:
         serializer = QueryInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        arguments = {
+            "question": data["question"],
+            "collection_name": data["collection"],
+            "k": data["k"],
+            "use_cache": data["use_cache"],
+        }
         try:
-            answer = answer_question(
-                question=data["question"], collection_name=data["collection"], k=data["k"], use_cache=data["use_cache"]
-            )
+            if data["stream"]:
+                return ndjson_response(stream_answer(**arguments))
+            answer = answer_question(**arguments)
         except CollectionNotFound:
             raise NotFound(f"No collection named {data['collection']!r}.") from None
         return Response(QueryOutSerializer(answer).data)
+
+
+def ndjson_response(events: Iterator[dict]) -> StreamingHttpResponse:
+    """One JSON object per line, flushed as produced; a failure mid-stream ends with an error line."""
+
+    def lines() -> Iterator[str]:
+        try:
+            for event in events:
+                yield json.dumps(event, ensure_ascii=False) + "\n"
+        except Exception:  # the status line is long gone: the error has to travel in the stream
+            logger.exception("streamed answer failed")
+            error = {"code": "internal_error", "message": "The answer could not be completed."}
+            yield json.dumps({"type": "error", "error": error}) + "\n"
+
+    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass tokens on as they come
+    return response
 
 
 class DocumentListApi(generics.ListAPIView):

@@ -17,6 +17,9 @@ class QueryInSerializer(serializers.Serializer):
         default=True,
         help_text='false: neither read nor store the answer cache; the answer reports "cache": "bypass".',
     )
+    stream = serializers.BooleanField(
+        default=False, help_text="Answer as application/x-ndjson events: meta, tokens, then done (or error)."
+    )
 
     def validate(self, attrs: dict) -> dict:
         question = attrs.get("question") or attrs.get("query") or ""

@@ -20,7 +20,7 @@ from rag.generation import extractive_answer, ollama_answer
 from rag.models import Chunk, Collection, Document, QueryLog
 from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
 from rag.retrieval import RetrievedChunk, hybrid_search
-from resilience import cache, config
+from resilience import cache, config, metrics
 from resilience.errors import OllamaError, OllamaUnavailable
 
 logger = logging.getLogger(__name__)
@@ -285,6 +285,7 @@ def ingest_items(
     except IngestAborted as exc:
         report.aborted = str(exc)
     report.seconds = time.perf_counter() - started
+    metrics.record_ingest(report)
     return report
 
 
@@ -363,9 +364,17 @@ def answer_question(
     answer = _answer(question, collection, k, embedder, scope)
     answer.timings_ms["total"] = _ms(time.perf_counter() - started)
     if log_query:
-        cache.count_lookup(answer.cache)
-        cache.safely("query log", _log_query, answer, default=None)
+        _record(answer)
     return answer
+
+
+def _record(answer: Answer) -> None:
+    """Count and log one answered question (the query log, cache counters, metrics)."""
+    cache.count_lookup(answer.cache)
+    cache.safely("query log", _log_query, answer, default=None)
+    metrics.record_query(
+        cache=answer.cache, degraded=answer.degraded, seconds=answer.timings_ms.get("total", 0.0) / 1000
+    )
 
 
 def _log_query(answer: Answer) -> None:
@@ -501,3 +510,154 @@ def _from_hit(question: str, collection: Collection, hit: cache.Hit, timings: di
         matched_question=hit.question if hit.kind == "semantic" else None,
         similarity=hit.similarity,
     )
+
+
+# STREAMING
+
+
+def stream_answer(
+    *, question: str, collection_name: str = "default", k: int = 5, use_cache: bool = True
+) -> Iterator[dict]:
+    """The answer as events: ``meta`` (sources, flags), ``token``s, then ``done`` or ``error``.
+
+    Everything that can refuse the question (an unknown collection) happens before this returns,
+    so the caller can still answer with a plain error. With the Ollama backend the tokens are
+    passed on as Ollama streams them; a cached or extractive answer is sent in word-sized pieces.
+    A generation that fails before its first token falls back to the extractive answer (and
+    says so in ``done``); one that fails mid-stream ends with an ``error`` event.
+    """
+    started = time.perf_counter()
+    collection = get_or_create_collection(collection_name, create=False)
+    provider = config.current().provider
+    if provider.generation_backend != "ollama":
+        answer = answer_question(question=question, collection_name=collection_name, k=k, use_cache=use_cache)
+        return _replay(answer)
+
+    timings: dict[str, float] = {}
+    embedder = cache.caching(get_embedder())
+    scope = None
+    if use_cache and config.current().cache.enabled:
+        scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=k)
+        hit = cache.lookup_exact(scope, question)
+        if hit:
+            return _replay(_finish(_from_hit(question, collection, hit, timings), started))
+    reasons: list[str] = []
+    query_vector = None
+    t = time.perf_counter()
+    try:
+        query_vector = embedder.embed([question])[0]
+    except OllamaError as exc:
+        reasons.append(f"embeddings unavailable: {exc.reason}")
+    timings["embed"] = _ms(time.perf_counter() - t)
+    if scope is not None and query_vector is not None:
+        hit = cache.lookup_semantic(scope, question, query_vector)
+        if hit:
+            return _replay(_finish(_from_hit(question, collection, hit, timings), started))
+    t = time.perf_counter()
+    sources = hybrid_search(collection, question, k, model_name=embedder.name, query_vector=query_vector)
+    timings["retrieve"] = _ms(time.perf_counter() - t)
+    answer = Answer(
+        question=question,
+        answer="",
+        sources=sources,
+        collection=collection.name,
+        cache="miss" if scope is not None else "bypass",
+        degraded=bool(reasons),
+        degraded_reason="; ".join(reasons) or None,
+        timings_ms=timings,
+        generator="ollama",
+    )
+    return _generate_stream(answer, scope, query_vector, provider.generation_model, started)
+
+
+def _finish(answer: Answer, started: float) -> Answer:
+    answer.timings_ms["total"] = _ms(time.perf_counter() - started)
+    _record(answer)
+    return answer
+
+
+def meta_event(answer: Answer) -> dict:
+    return {
+        "type": "meta",
+        "question": answer.question,
+        "collection": answer.collection,
+        "sources": [cache.source_dict(chunk) for chunk in answer.sources],
+        "cache": answer.cache,
+        "degraded": answer.degraded,
+        "degraded_reason": answer.degraded_reason,
+        "stale": answer.stale,
+    }
+
+
+def done_event(answer: Answer) -> dict:
+    return {
+        "type": "done",
+        "answer": answer.answer,
+        "generator": answer.generator,
+        "cache": answer.cache,
+        "degraded": answer.degraded,
+        "degraded_reason": answer.degraded_reason,
+        "timings_ms": answer.timings_ms,
+    }
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """Word-sized pieces that join back to exactly ``text``."""
+    words = text.split(" ")
+    for index in range(0, len(words), 3):
+        piece = " ".join(words[index : index + 3])
+        yield piece if index + 3 >= len(words) else piece + " "
+
+
+def _replay(answer: Answer) -> Iterator[dict]:
+    yield meta_event(answer)
+    for piece in _pieces(answer.answer):
+        yield {"type": "token", "text": piece}
+    yield done_event(answer)
+
+
+def _generate_stream(
+    answer: Answer, scope: cache.Scope | None, query_vector: np.ndarray | None, model: str, started: float
+) -> Iterator[dict]:
+    from rag.generation import build_messages
+    from resilience.client import get_client
+
+    yield meta_event(answer)
+    if not answer.sources:
+        answer.answer, answer.generator = "No passage in this collection matches the question.", "extractive"
+        yield from ({"type": "token", "text": p} for p in _pieces(answer.answer))
+        yield done_event(_finish(answer, started))
+        return
+    provider = config.current().provider
+    t = time.perf_counter()
+    pieces: list[str] = []
+    try:
+        stream = get_client().chat_stream(
+            build_messages(answer.question, answer.sources),
+            model,
+            options={"num_ctx": provider.num_ctx, "temperature": 0.1},
+            keep_alive=provider.keep_alive,
+        )
+        for piece in stream:
+            pieces.append(piece)
+            yield {"type": "token", "text": piece}
+    except OllamaError as exc:
+        answer.degraded = True
+        reason = f"generation unavailable: {exc.reason}"
+        answer.degraded_reason = f"{answer.degraded_reason}; {reason}" if answer.degraded_reason else reason
+        answer.timings_ms["generate"] = _ms(time.perf_counter() - t)
+        if pieces:
+            answer.answer = "".join(pieces)
+            _finish(answer, started)
+            yield {"type": "error", "error": {"code": "generation_failed", "message": reason}}
+            return
+        answer.answer, answer.generator = extractive_answer(answer.question, answer.sources), "extractive"
+        yield from ({"type": "token", "text": p} for p in _pieces(answer.answer))
+        yield done_event(_finish(answer, started))
+        return
+    answer.answer = "".join(pieces).strip()
+    answer.timings_ms["generate"] = _ms(time.perf_counter() - t)
+    if scope is not None and query_vector is not None and not answer.degraded:
+        sources = [cache.source_dict(chunk) for chunk in answer.sources]
+        cache.store(scope, answer.question, query_vector, answer.answer, sources, "ollama")
+    yield done_event(_finish(answer, started))

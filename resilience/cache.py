@@ -15,8 +15,8 @@ is down. ``max_entries`` bounds the table; the least recently used entries go fi
 in a table so every worker process sees the same figures.
 
 Every function that a query calls here swallows database errors: they are logged and counted,
-and the query is answered uncached. Each statement runs in a savepoint, so a failed cache query
-never poisons the caller's transaction.
+and the query is answered uncached. Inside a caller's transaction each runs in a savepoint, so a
+failed cache query never poisons it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -40,7 +40,7 @@ from django.db import connection, transaction
 from rag.generation import PROMPT_VERSION, STOPWORDS
 from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL, Collection
 from resilience import config
-from resilience.models import CacheCounter, CachedAnswer, CachedEmbedding
+from resilience.models import CacheCounter, CachedAnswer, CachedAnswerUsage, CachedEmbedding
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ EF_SEARCH = 100
 CANDIDATES = 5
 
 ANSWERS = CachedAnswer._meta.db_table
+USAGE = CachedAnswerUsage._meta.db_table
 COUNTERS = CacheCounter._meta.db_table
 _UNIQUE = "cachedanswer_unique_question"
 _SCOPE_SQL = (
@@ -179,10 +180,16 @@ _lock = threading.Lock()
 _unrecorded_errors = 0  # errors that could not be counted in the database either
 
 
+def _savepoint() -> AbstractContextManager[Any]:
+    """A savepoint inside a caller's transaction; none in autocommit, where a failed statement
+    poisons nothing and BEGIN/COMMIT would only add round trips."""
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
+
+
 def safely(what: str, fn: Callable[..., T], *args: Any, default: T) -> T:
-    """Run ``fn`` in a savepoint; on failure log, count and return ``default``."""
+    """Run ``fn`` (in a savepoint when in a transaction); on failure log, count and return ``default``."""
     try:
-        with transaction.atomic():
+        with _savepoint():
             return fn(*args)
     except Exception as exc:
         logger.warning("semantic cache: %s failed: %s", what, exc, exc_info=not _is_database_error(exc))
@@ -218,7 +225,7 @@ def count(**counts: int) -> None:
 def record_error() -> None:
     global _unrecorded_errors
     try:
-        with transaction.atomic():
+        with _savepoint():
             _increment({"errors": 1})
     except Exception:
         with _lock:
@@ -281,7 +288,21 @@ def _hit(kind: str, row: Sequence[Any], similarity: float | None, fresh_after: d
     return Hit(kind, question, answer, sources, generator, created_at, similarity, stale=created_at <= fresh_after)
 
 
-_RETURNING = "RETURNING question, answer, sources, generator, created_at"
+def _hit_sql(where: str) -> str:
+    """Select an entry and count the hit on it, in one round trip.
+
+    The hit is recorded in the usage table, never on the entry: see CachedAnswerUsage.
+    """
+    return (
+        f"WITH hit AS (SELECT id, question, answer, sources, generator, created_at FROM {ANSWERS} WHERE {where}), "
+        f"used AS (INSERT INTO {USAGE} (entry_id, hits, last_hit_at) SELECT id, 1, %s FROM hit "
+        f"ON CONFLICT (entry_id) DO UPDATE SET hits = {USAGE}.hits + 1, last_hit_at = EXCLUDED.last_hit_at) "
+        "SELECT question, answer, sources, generator, created_at FROM hit"
+    )
+
+
+_EXACT_SQL = _hit_sql(f"{_SCOPE_SQL} AND question_hash = %s AND created_at > %s")
+_BY_ID_SQL = _hit_sql("id = %s")
 
 
 def _cutoffs() -> tuple[datetime, datetime, datetime]:
@@ -294,11 +315,7 @@ def _cutoffs() -> tuple[datetime, datetime, datetime]:
 
 def _exact(scope: Scope, question: str, valid_after: datetime, current: datetime, fresh_after: datetime) -> Hit | None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {ANSWERS} SET hits = hits + 1, last_hit_at = %s "
-            f"WHERE {_SCOPE_SQL} AND question_hash = %s AND created_at > %s {_RETURNING}",
-            [current, *scope.params(), question_hash(question), valid_after],
-        )
+        cursor.execute(_EXACT_SQL, [*scope.params(), question_hash(question), valid_after, current])
         row = cursor.fetchone()
     return _hit("exact", row, None, fresh_after) if row else None
 
@@ -325,7 +342,8 @@ def nearest(scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: i
     distance = f"(embedding::vector({dims})) <=> %s::vector({dims})"
     where = f"{_SCOPE_SQL} AND created_at > %s"
     params = [*scope.params(), valid_after]
-    with connection.cursor() as cursor:
+    # SET LOCAL needs a transaction; inside the caller's, no savepoint of its own is needed.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(EF_SEARCH, limit)])
         cursor.execute(
             f"SELECT id, question, 1 - ({distance}) FROM {ANSWERS} WHERE {where} ORDER BY {distance} LIMIT %s",
@@ -354,10 +372,7 @@ def _semantic(scope: Scope, question: str, vector: np.ndarray, valid_after: date
             logger.debug("semantic cache: %r is not %r (%s)", question, cached_question, reason)
             continue
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {ANSWERS} SET hits = hits + 1, last_hit_at = %s WHERE id = %s {_RETURNING}",
-                [current, entry_id],
-            )
+            cursor.execute(_BY_ID_SQL, [entry_id, current])
             row = cursor.fetchone()
         if row:  # else evicted a moment ago
             return _hit("semantic", row, round(similarity, 4), fresh_after)
@@ -465,7 +480,7 @@ def _store(
 ) -> bool:
     columns = (
         "collection_id, corpus_version, embedding_model, generation, prompt_version, k, "
-        "question_hash, question, embedding, answer, sources, generator, created_at, hits, last_hit_at"
+        "question_hash, question, embedding, answer, sources, generator, created_at"
     )
     params = [
         scope.collection_id,
@@ -484,13 +499,15 @@ def _store(
     ]
     with connection.cursor() as cursor:
         # A conflict means an expired entry of the same question (a fresh one would have been
-        # served): replace it, as a new entry.
+        # served): replace it, as a new entry with no hits.
         cursor.execute(
-            f"INSERT INTO {ANSWERS} ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, 0, "
-            f"NULL) ON CONFLICT ON CONSTRAINT {_UNIQUE} DO UPDATE SET question = EXCLUDED.question, "
+            f"WITH stored AS (INSERT INTO {ANSWERS} ({columns}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s) "
+            f"ON CONFLICT ON CONSTRAINT {_UNIQUE} DO UPDATE SET question = EXCLUDED.question, "
             "embedding = EXCLUDED.embedding, answer = EXCLUDED.answer, sources = EXCLUDED.sources, "
-            "generator = EXCLUDED.generator, created_at = EXCLUDED.created_at, hits = 0, last_hit_at = NULL "
-            "RETURNING xmax = 0",
+            "generator = EXCLUDED.generator, created_at = EXCLUDED.created_at RETURNING id, xmax = 0 AS inserted), "
+            f"reset AS (DELETE FROM {USAGE} WHERE entry_id IN (SELECT id FROM stored WHERE NOT inserted)) "
+            "SELECT inserted FROM stored",
             params,
         )
         inserted = cursor.fetchone()[0]
@@ -509,33 +526,53 @@ def store(
     return stored
 
 
+def _deleting(where: str, returning: str = "1") -> str:
+    """Delete entries and their usage rows in one statement."""
+    return (
+        f"WITH gone AS (DELETE FROM {ANSWERS} a WHERE {where} RETURNING a.id, {returning} AS out), "
+        f"forgotten AS (DELETE FROM {USAGE} WHERE entry_id IN (SELECT id FROM gone)) SELECT out FROM gone"
+    )
+
+
 def _clean(scope: Scope | None) -> dict[str, int]:
-    """Drop entries of older corpus versions, entries past the stale window, and the LRU excess."""
+    """Drop entries of older corpus versions, entries past the stale window, and the LRU excess.
+
+    Once over ``max_entries`` it evicts 2 % of it more than the excess, so that a full cache does
+    not sort the table on every store.
+    """
     cfg = config.current().cache
     _, fresh_after, stale_after = _cutoffs()
     removed = {"invalidations": 0, "expirations": 0, "evictions": 0}
     with connection.cursor() as cursor:
         if scope is not None:
             cursor.execute(
-                f"DELETE FROM {ANSWERS} WHERE collection_id = %s AND corpus_version < %s",
+                _deleting("a.collection_id = %s AND a.corpus_version < %s"),
                 [scope.collection_id, scope.corpus_version],
             )
         else:
             cursor.execute(
-                f"DELETE FROM {ANSWERS} a USING {Collection._meta.db_table} c "
-                "WHERE a.collection_id = c.id AND a.corpus_version < c.corpus_version"
+                _deleting(
+                    f"a.corpus_version < (SELECT c.corpus_version FROM {Collection._meta.db_table} c "
+                    "WHERE c.id = a.collection_id)"
+                )
             )
-        removed["invalidations"] = max(cursor.rowcount, 0)
-        cursor.execute(f"DELETE FROM {ANSWERS} WHERE created_at <= %s", [stale_after])
-        removed["expirations"] = max(cursor.rowcount, 0)
+        removed["invalidations"] = len(cursor.fetchall())
+        cursor.execute(_deleting("a.created_at <= %s"), [stale_after])
+        removed["expirations"] = len(cursor.fetchall())
         # Expired entries go before fresh ones, then the least recently used.
-        cursor.execute(
-            f"DELETE FROM {ANSWERS} WHERE id IN (SELECT id FROM {ANSWERS} "
-            "ORDER BY created_at > %s, COALESCE(last_hit_at, created_at), hits, id "
-            f"LIMIT GREATEST(0, (SELECT count(*) FROM {ANSWERS}) - %s)) RETURNING created_at > %s",
-            [fresh_after, cfg.max_entries, fresh_after],
+        victims = (
+            f"a.id IN (SELECT v.id FROM {ANSWERS} v LEFT JOIN {USAGE} u ON u.entry_id = v.id "
+            "ORDER BY v.created_at > %s, COALESCE(u.last_hit_at, v.created_at), COALESCE(u.hits, 0), v.id "
+            "LIMIT (SELECT CASE WHEN n > %s THEN n - %s + %s / 50 ELSE 0 END "
+            f"FROM (SELECT count(*) AS n FROM {ANSWERS}) c))"
         )
+        limit = cfg.max_entries
+        cursor.execute(_deleting(victims, "a.created_at > %s"), [fresh_after, limit, limit, limit, fresh_after])
         fresh = [row[0] for row in cursor.fetchall()]
+        if scope is None:
+            cursor.execute(
+                f"DELETE FROM {USAGE} u WHERE NOT EXISTS (SELECT 1 FROM {ANSWERS} a WHERE a.id = u.entry_id)"
+            )
     removed["evictions"] = sum(fresh)
     removed["expirations"] += len(fresh) - sum(fresh)
     _increment(removed)

@@ -13,7 +13,7 @@ from django.contrib.postgres.indexes import OpClass
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast
 from pgvector.django import HnswIndex, VectorField
 
 from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL
@@ -52,8 +52,6 @@ class CachedAnswer(models.Model):
     sources = models.JSONField(default=list, help_text="The sources as the API returns them.")
     generator = models.CharField(max_length=200)
     created_at = models.DateTimeField()
-    hits = models.PositiveIntegerField(default=0)
-    last_hit_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -74,7 +72,6 @@ class CachedAnswer(models.Model):
         ]
         indexes = [
             models.Index(fields=["created_at"], name="cachedanswer_created"),
-            models.Index(Coalesce("last_hit_at", "created_at"), name="cachedanswer_last_used"),
             HnswIndex(
                 OpClass(
                     Cast("embedding", output_field=VectorField(dimensions=DEFAULT_DIMENSIONS)),
@@ -96,6 +93,41 @@ class CachedAnswer(models.Model):
     def is_fresh(self, now: datetime, ttl_seconds: int) -> bool:
         """Servable as a normal hit: younger than the TTL (hits never extend it)."""
         return now < self.created_at + timedelta(seconds=ttl_seconds)
+
+    @property
+    def hits(self) -> int:
+        """Times served from the cache (kept in CachedAnswerUsage; select_related("usage") for lists)."""
+        try:
+            return self.usage.hits
+        except CachedAnswerUsage.DoesNotExist:
+            return 0
+
+    @property
+    def last_hit_at(self) -> datetime | None:
+        try:
+            return self.usage.last_hit_at
+        except CachedAnswerUsage.DoesNotExist:
+            return None
+
+
+class CachedAnswerUsage(models.Model):
+    """How often and how lately an entry was served: the LRU order.
+
+    Kept apart from the entry so that a hit writes one small row. An update of the entry itself is
+    a HOT update only while its page has room, and otherwise inserts it into the HNSW index again
+    (measured at 100k entries: 4 ms a hit, against 0.5 ms for the index scan itself).
+    """
+
+    # No database constraint: the cache deletes entries and their usage in one statement, and a
+    # hit racing an eviction must not fail the lookup (resilience.cache.purge drops orphans).
+    entry = models.OneToOneField(
+        CachedAnswer, on_delete=models.CASCADE, primary_key=True, related_name="usage", db_constraint=False
+    )
+    hits = models.PositiveIntegerField(default=0)
+    last_hit_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.entry_id}: {self.hits} hits"
 
 
 class CachedEmbedding(models.Model):

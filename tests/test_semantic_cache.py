@@ -242,6 +242,7 @@ def test_least_recently_used_entries_are_evicted_first(corpus, clock, empty_cach
     assert remaining == {"What is a lambda?", "What is a context manager?", "What is a decorator?"}
     assert cache.stats()["evictions"] == before + 2
     assert CachedAnswer.objects.get(question="What is a lambda?").hits == 1
+    assert CachedAnswer.objects.get(question="What is a decorator?").last_hit_at is None
 
 
 # SCOPES AND FRESHNESS

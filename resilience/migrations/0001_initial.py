@@ -53,13 +53,19 @@ class Migration(migrations.Migration):
                 ('sources', models.JSONField(default=list, help_text='The sources as the API returns them.')),
                 ('generator', models.CharField(max_length=200)),
                 ('created_at', models.DateTimeField()),
-                ('hits', models.PositiveIntegerField(default=0)),
-                ('last_hit_at', models.DateTimeField(blank=True, null=True)),
                 ('collection', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='rag.collection')),
             ],
             options={
-                'indexes': [models.Index(fields=['created_at'], name='cachedanswer_created'), models.Index(django.db.models.functions.comparison.Coalesce('last_hit_at', 'created_at'), name='cachedanswer_last_used'), pgvector.django.indexes.HnswIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.comparison.Cast('embedding', output_field=pgvector.django.vector.VectorField(dimensions=384)), name='vector_cosine_ops'), condition=models.Q(('embedding_model', 'local/all-MiniLM-L6-v2')), ef_construction=64, m=16, name='cachedanswer_minilm_hnsw')],
+                'indexes': [models.Index(fields=['created_at'], name='cachedanswer_created'), pgvector.django.indexes.HnswIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.comparison.Cast('embedding', output_field=pgvector.django.vector.VectorField(dimensions=384)), name='vector_cosine_ops'), condition=models.Q(('embedding_model', 'local/all-MiniLM-L6-v2')), ef_construction=64, m=16, name='cachedanswer_minilm_hnsw')],
                 'constraints': [models.UniqueConstraint(fields=('collection', 'corpus_version', 'embedding_model', 'generation', 'prompt_version', 'k', 'question_hash'), name='cachedanswer_unique_question')],
             },
+        ),
+        migrations.CreateModel(
+            name='CachedAnswerUsage',
+            fields=[
+                ('entry', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='usage', serialize=False, to='resilience.cachedanswer')),
+                ('hits', models.PositiveIntegerField(default=0)),
+                ('last_hit_at', models.DateTimeField()),
+            ],
         ),
     ]

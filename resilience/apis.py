@@ -78,6 +78,9 @@ class MetricsAccess(BasePermission):
 class MetricsApiView(APIView):
     authentication_classes = [MetricsTokenAuthentication]
     permission_classes = [MetricsAccess]
+    # Not the API's throttles: they would leave gaps in Prometheus' series, and they count in the
+    # database, which /metrics must not need.
+    throttle_classes: list = []
 
 
 class AnyAccept(BaseContentNegotiation):

@@ -124,9 +124,11 @@ def readiness() -> dict[str, Any]:
 
 
 class ProbeApi(APIView):
-    # Probes carry no credentials; skipping authentication also keeps liveness free of I/O.
+    # Probes carry no credentials and must never be throttled (a 429 reads as "unhealthy"); the
+    # throttles' counters and key lookups live in the database, which liveness must not touch.
     authentication_classes: list = []
     permission_classes: list = []
+    throttle_classes: list = []
 
 
 class LiveApi(ProbeApi):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.live import live_server
 
 pytestmark = pytest.mark.slow
 
@@ -30,73 +26,16 @@ QUERY_VIEW = {"view": "api-query", "method": "POST"}
 HTTP_BY_VIEW = "django_http_requests_total_by_view_transport_method_total"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_database_url() -> str:
-    """A DATABASE_URL for the test database this session created (and committed the corpus to)."""
-    from django.db import connection
-
-    db = connection.settings_dict
-    name = quote(db["NAME"])
-    if db["HOST"].startswith("/"):  # a unix socket directory: the embedded server's
-        return f"postgresql://{quote(db['USER'] or 'postgres')}@/{name}?host={quote(db['HOST'])}"
-    credentials = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgresql://{credentials}@{db['HOST']}{port}/{name}"
-
-
-test_database_url.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture
-def gunicorn(demo_corpus, tmp_path) -> Iterator[tuple[str, Path]]:
-    """gunicorn with 2 workers on a free port, serving the test database; yields (url, metrics dir)."""
-    port = free_port()
-    metrics_dir = tmp_path / "prometheus"
+def gunicorn(demo_corpus, tmp_path, django_db_blocker) -> Iterator[tuple[str, Path]]:
+    """gunicorn with 2 workers on the test database; yields (base URL, its metrics directory)."""
     env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "RAGSITE_BIND": f"127.0.0.1:{port}",
-        "RAGSITE_WORKERS": "2",
-        "RAGSITE_THREADS": "4",
-        "RAGSITE_ACCESS_LOG": "0",
         # Cached answers would be committed to the shared test database and surprise later tests.
         "RAGSITE_CACHE_ENABLED": "0",
+        "RAGSITE_ACCESS_IP_RATE": "100000/minute",
     }
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "-c", "ragsite/gunicorn_conf.py", "ragsite.wsgi"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            try:
-                if requests.get(f"{url}/health/live", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # refused, or queued while the workers load the model
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()
-            time.sleep(0.2)
-        yield url, metrics_dir
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with django_db_blocker.unblock(), live_server(tmp_path, workers=2, env=env) as url:
+        yield url, next(tmp_path.glob("prometheus-*"))
 
 
 def per_worker(metrics_dir: Path, sample_name: str, labels: dict[str, str]) -> dict[str, float]:

@@ -15,7 +15,6 @@ from tests.live import live_server
 
 pytestmark = pytest.mark.slow
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     "What does the yield statement do?",
     "How does the with statement work?",
@@ -84,6 +83,5 @@ def test_metrics_sum_the_workers_and_count_each_query_once(gunicorn):
     assert text.count('ragsite_connection_pool_size{client="ollama",setting="pool_maxsize"}') == 1
     # Gauges merge to one series per breaker, not one per worker.
     assert text.count('ragsite_circuit_breaker_state{breaker="embed"} 0.0') == 1
-    if "record_query" in (BASE_DIR / "rag" / "services.py").read_text():  # drop the condition once wired
-        assert scraped(text, "ragsite_queries_total") == sent
-        assert scraped(text, "ragsite_query_duration_seconds_count") == sent
+    assert scraped(text, "ragsite_queries_total") == sent
+    assert scraped(text, "ragsite_query_duration_seconds_count") == sent

@@ -97,27 +97,30 @@ class ProviderSettingsForm(forms.ModelForm):
         model = ProviderSettings
         fields = [f.name for f in ProviderSettings._meta.get_fields() if f.editable and not f.auto_created]
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        backend, model = cleaned.get("embedding_backend"), cleaned.get("embedding_model")
-        if backend is None or model is None or cleaned.get("reembed_later"):
-            return cleaned
-        new = ProviderConfig(embedding_backend=backend, embedding_model=model).embedder_name
-        if self.instance.pk is None or new == self.instance.to_config().embedder_name:
-            return cleaned
-        stale = ProviderSettings.chunks_to_reembed(new)
+    def _post_clean(self) -> None:
+        """After the row's own validation: only a valid new model is worth checking the chunks for."""
+        super()._post_clean()
+        if self.errors or self.cleaned_data.get("reembed_later"):
+            return
+        old = ProviderConfig(
+            embedding_backend=self.initial.get("embedding_backend", ""),
+            embedding_model=self.initial.get("embedding_model", ""),
+        ).embedder_name
+        new = self.instance.to_config()
+        if new.embedder_name == old:
+            return
+        stale = ProviderSettings.chunks_to_reembed(new.embedder_name)
         if stale:
             listed = "; ".join(f"{collection}: {n} chunks of {name}" for collection, name, n in stale)
-            command = f"python manage.py reembed --all --backend {backend}"
-            if model:
-                command += f" --model {model}"
+            command = f"python manage.py reembed --all --backend {new.embedding_backend}"
+            if new.embedding_model:
+                command += f" --model {new.embedding_model}"
             self.add_error(
                 "embedding_model",
                 f"Chunks embedded by another model exist ({listed}), and queries would no longer find them "
                 f"by meaning. Re-embed them first with '{command}' and save again, or tick "
                 "'Switch now, re-embed afterwards'.",
             )
-        return cleaned
 
 
 @admin.register(ProviderSettings)

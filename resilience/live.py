@@ -56,6 +56,7 @@ class LiveSettings:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._refresher: int | None = None  # the thread refreshing now
         self._clear()
 
     def _clear(self) -> None:
@@ -69,16 +70,24 @@ class LiveSettings:
         self._failing = False
 
     def source(self) -> RuntimeConfig | None:
-        """The stored configuration, re-checked when due; None while it has never been read."""
-        now = self.timer()
-        # A thread that finds another refreshing, or a refresh calling current() again (a breaker
-        # command builds its breaker), carries on with what is known.
-        if now < self._next_check or not self._lock.acquire(blocking=False):
+        """The stored configuration, re-checked when due; None while it cannot be read."""
+        if self._refresher == threading.get_ident():
+            return self.config  # a refresh calling current() again (a breaker order builds its breaker)
+        # Threads arriving during a refresh carry on with what is known, except before the first
+        # read: a new worker's first requests must not run on the environment's settings.
+        first_read_running = self.config is None and self._lock.locked()
+        if self.timer() < self._next_check and not first_read_running:
+            return self.config
+        if not self._lock.acquire(blocking=self.config is None):
             return self.config
         try:
-            self._next_check = now + CHECK_SECONDS
-            self._refresh(now)
+            now = self.timer()
+            if now >= self._next_check:  # not done meanwhile by the thread we waited for
+                self._refresher = threading.get_ident()
+                self._next_check = now + CHECK_SECONDS
+                self._refresh(now)
         finally:
+            self._refresher = None
             self._lock.release()
         return self.config
 

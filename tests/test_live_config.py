@@ -97,6 +97,45 @@ def test_missing_tables_fall_back_to_the_environment_and_log_once(caplog):
     live.live.forget()
 
 
+def test_before_the_first_read_callers_wait_for_it_and_after_it_never(monkeypatch):
+    state = live.LiveSettings()
+    entered, release = threading.Event(), threading.Event()
+    stored = config.replace(config.RuntimeConfig(), breaker={"window_size": 3})
+
+    def slow_refresh(now: float) -> None:
+        entered.set()
+        release.wait(5)
+        state.config = stored
+
+    monkeypatch.setattr(state, "_refresh", slow_refresh)
+    results: list[Any] = []
+
+    def call() -> None:
+        results.append(state.source())
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=call)
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # waiting for the first read rather than using the environment's
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert results == [stored, stored]
+
+    entered.clear()
+    release.clear()
+    state.invalidate()
+    first = threading.Thread(target=call)
+    first.start()
+    assert entered.wait(5)
+    assert state.source() is stored  # a refresh in progress holds nobody up once there is a config
+    release.set()
+    first.join(5)
+
+
 def test_an_unreachable_database_leaves_the_environment_in_force(tmp_path):
     script = (
         "import django, json, time; django.setup()\n"

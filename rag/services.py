@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 from rag.chunking import chunk_text
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder
@@ -356,12 +356,21 @@ def answer_question(
     question out of the query log and the hit/miss counters (cache warming).
     """
     started = time.perf_counter()
-    collection = get_or_create_collection(collection_name, create=False)
     embedder = cache.caching(get_embedder())
-    scope = None
-    if use_cache and config.current().cache.enabled:
-        scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=k)
-    answer = _answer(question, collection, k, embedder, scope)
+    caching = use_cache and config.current().cache.enabled
+    timings: dict[str, float] = {}
+    answer = None
+    if caching:
+        # The fast path: an exact hit needs no embedding and no query for the collection.
+        t = time.perf_counter()
+        hit = cache.lookup_exact_named(collection_name, question, embedding_model=embedder.name, k=k)
+        timings["cache"] = _ms(time.perf_counter() - t)
+        if hit:
+            answer = _from_hit(question, collection_name, hit, timings)
+    if answer is None:
+        collection = get_or_create_collection(collection_name, create=False)
+        scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=k) if caching else None
+        answer = _answer(question, collection, k, embedder, scope, timings)
     answer.timings_ms["total"] = _ms(time.perf_counter() - started)
     if log_query:
         _record(answer)
@@ -370,7 +379,6 @@ def answer_question(
 
 def _record(answer: Answer) -> None:
     """Count and log one answered question (the query log, cache counters, metrics)."""
-    cache.count_lookup(answer.cache)
     cache.safely("query log", _log_query, answer, default=None)
     metrics.record_query(
         cache=answer.cache, degraded=answer.degraded, seconds=answer.timings_ms.get("total", 0.0) / 1000
@@ -378,25 +386,37 @@ def _record(answer: Answer) -> None:
 
 
 def _log_query(answer: Answer) -> None:
-    QueryLog.objects.create(
-        question=answer.question,
-        question_hash=cache.question_hash(answer.question),
-        collection=answer.collection,
-        cache=answer.cache,
-        latency_ms=answer.timings_ms["total"],
-        degraded=answer.degraded,
-    )
+    # Counted and logged in one round trip, committed lazily (see resilience.cache.lazily): this
+    # runs on every cache hit.
+    count_sql, count_params = cache.increment_sql({cache.lookup_counter(answer.cache): 1})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            cache.lazily(
+                f"{count_sql}; INSERT INTO {QueryLog._meta.db_table} "
+                "(question, question_hash, collection, cache, latency_ms, degraded, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, now())"
+            ),
+            [
+                *count_params,
+                answer.question,
+                cache.question_hash(answer.question),
+                answer.collection,
+                answer.cache,
+                answer.timings_ms["total"],
+                answer.degraded,
+            ],
+        )
 
 
-def _answer(question: str, collection: Collection, k: int, embedder: Embedder, scope: cache.Scope | None) -> Answer:
-    timings: dict[str, float] = {}
-    if scope is not None:
-        t = time.perf_counter()
-        hit = cache.lookup_exact(scope, question)
-        timings["cache"] = _ms(time.perf_counter() - t)
-        if hit:
-            return _from_hit(question, collection, hit, timings)
-
+def _answer(
+    question: str,
+    collection: Collection,
+    k: int,
+    embedder: Embedder,
+    scope: cache.Scope | None,
+    timings: dict[str, float],
+) -> Answer:
+    """Answer a question the exact lookup missed (or with the cache bypassed: scope None)."""
     reasons: list[str] = []
     query_vector = None
     t = time.perf_counter()
@@ -486,7 +506,7 @@ def _generate(
     return answer, failed
 
 
-def _from_hit(question: str, collection: Collection, hit: cache.Hit, timings: dict[str, float]) -> Answer:
+def _from_hit(question: str, collection: Collection | str, hit: cache.Hit, timings: dict[str, float]) -> Answer:
     sources = [
         RetrievedChunk(
             chunk_id=s["id"],
@@ -502,7 +522,7 @@ def _from_hit(question: str, collection: Collection, hit: cache.Hit, timings: di
         question=question,
         answer=hit.answer,
         sources=sources,
-        collection=collection.name,
+        collection=collection if isinstance(collection, str) else collection.name,
         cache=hit.kind,
         timings_ms=timings,
         generator=hit.generator,

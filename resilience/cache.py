@@ -186,6 +186,29 @@ def _savepoint() -> AbstractContextManager[Any]:
     return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
+# Hit counts, counters and the query log may lose their last fraction of a second in a crash;
+# waiting for the WAL flush cost about 1 ms a write here (fdatasync), three writes on every hit.
+_LAZY = "; SET LOCAL synchronous_commit TO off"
+
+
+def lazily(sql: str) -> str:
+    """One bookkeeping statement, committed without waiting for the disk (in autocommit only:
+    inside a caller's transaction, the caller's commit decides)."""
+    return sql if connection.in_atomic_block else sql + _LAZY
+
+
+@contextmanager
+def lazy_commit() -> Iterator[None]:
+    """Several bookkeeping writes (ORM ones too) in one transaction committed the same way."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
+        yield
+
+
 def safely(what: str, fn: Callable[..., T], *args: Any, default: T) -> T:
     """Run ``fn`` (in a savepoint when in a transaction); on failure log, count and return ``default``."""
     try:
@@ -203,17 +226,23 @@ def _is_database_error(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError)
 
 
-def _increment(counts: dict[str, int]) -> None:
+def increment_sql(counts: dict[str, int]) -> tuple[str, list[Any]]:
+    """The statement adding ``counts`` to the shared counters, to run alone or with others."""
     items = sorted((name, n) for name, n in counts.items() if n)  # one lock order: no deadlocks
-    if not items:
-        return
     values = ", ".join(["(%s, %s)"] * len(items))
+    sql = (
+        f"INSERT INTO {COUNTERS} (name, value) VALUES {values} "
+        f"ON CONFLICT (name) DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value"
+    )
+    return sql, [x for item in items for x in item]
+
+
+def _increment(counts: dict[str, int]) -> None:
+    if not any(counts.values()):
+        return
+    sql, params = increment_sql(counts)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {COUNTERS} (name, value) VALUES {values} "
-            f"ON CONFLICT (name) DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value",
-            [x for item in items for x in item],
-        )
+        cursor.execute(lazily(sql), params)
 
 
 def count(**counts: int) -> None:
@@ -232,10 +261,13 @@ def record_error() -> None:
             _unrecorded_errors += 1
 
 
+def lookup_counter(cache: str) -> str:
+    """The counter of a query's cache outcome: exact, semantic, miss or bypass."""
+    return {"exact": "exact_hits", "semantic": "semantic_hits", "miss": "misses"}.get(cache, "bypasses")
+
+
 def count_lookup(cache: str) -> None:
-    """Count one query's outcome: exact, semantic, miss or bypass."""
-    name = {"exact": "exact_hits", "semantic": "semantic_hits", "miss": "misses"}.get(cache, "bypasses")
-    count(**{name: 1})
+    count(**{lookup_counter(cache): 1})
 
 
 # SCOPE AND HITS
@@ -252,11 +284,7 @@ class Scope:
 
     @classmethod
     def for_query(cls, collection: Any, *, embedding_model: str, k: int) -> Scope:
-        provider = config.current().provider
-        generation = "extractive"
-        if provider.generation_backend == "ollama":
-            generation = f"ollama/{provider.generation_model}"
-        return cls(collection.pk, collection.corpus_version, embedding_model, generation, PROMPT_VERSION, k)
+        return cls(collection.pk, collection.corpus_version, embedding_model, generation_key(), PROMPT_VERSION, k)
 
     def params(self) -> list[Any]:
         return [
@@ -267,6 +295,12 @@ class Scope:
             self.prompt_version,
             self.k,
         ]
+
+
+def generation_key() -> str:
+    """What writes answers now: 'extractive' or 'ollama/<model>'."""
+    provider = config.current().provider
+    return f"ollama/{provider.generation_model}" if provider.generation_backend == "ollama" else "extractive"
 
 
 @dataclass
@@ -302,6 +336,13 @@ def _hit_sql(where: str) -> str:
 
 
 _EXACT_SQL = _hit_sql(f"{_SCOPE_SQL} AND question_hash = %s AND created_at > %s")
+# The same, for a collection known by its name: its current corpus version is read in the same
+# statement, so an exact hit needs no query of its own for the collection.
+_EXACT_NAMED_SQL = _hit_sql(
+    f"embedding_model = %s AND (collection_id, corpus_version) = (SELECT id, corpus_version FROM "
+    f"{Collection._meta.db_table} WHERE name = %s) AND generation = %s AND prompt_version = %s AND k = %s "
+    "AND question_hash = %s AND created_at > %s"
+)
 _BY_ID_SQL = _hit_sql("id = %s")
 
 
@@ -315,7 +356,7 @@ def _cutoffs() -> tuple[datetime, datetime, datetime]:
 
 def _exact(scope: Scope, question: str, valid_after: datetime, current: datetime, fresh_after: datetime) -> Hit | None:
     with connection.cursor() as cursor:
-        cursor.execute(_EXACT_SQL, [*scope.params(), question_hash(question), valid_after, current])
+        cursor.execute(lazily(_EXACT_SQL), [*scope.params(), question_hash(question), valid_after, current])
         row = cursor.fetchone()
     return _hit("exact", row, None, fresh_after) if row else None
 
@@ -324,6 +365,23 @@ def lookup_exact(scope: Scope, question: str) -> Hit | None:
     """A fresh entry for this very question (after normalisation); counts the hit on the entry."""
     current, fresh_after, _ = _cutoffs()
     return safely("exact lookup", _exact, scope, question, fresh_after, current, fresh_after, default=None)
+
+
+def _exact_named(collection_name: str, question: str, embedding_model: str, k: int) -> Hit | None:
+    current, fresh_after, _ = _cutoffs()
+    params = [embedding_model, collection_name, generation_key(), PROMPT_VERSION, k, question_hash(question)]
+    with connection.cursor() as cursor:
+        cursor.execute(lazily(_EXACT_NAMED_SQL), [*params, fresh_after, current])
+        row = cursor.fetchone()
+    return _hit("exact", row, None, fresh_after) if row else None
+
+
+def lookup_exact_named(collection_name: str, question: str, *, embedding_model: str, k: int) -> Hit | None:
+    """``lookup_exact`` in the scope of a collection's current corpus version, in one round trip.
+
+    None also when there is no such collection: the caller finds that out on the miss path.
+    """
+    return safely("exact lookup", _exact_named, collection_name, question, embedding_model, k, default=None)
 
 
 def _literal(vector: np.ndarray) -> str:
@@ -342,13 +400,15 @@ def nearest(scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: i
     distance = f"(embedding::vector({dims})) <=> %s::vector({dims})"
     where = f"{_SCOPE_SQL} AND created_at > %s"
     params = [*scope.params(), valid_after]
-    # SET LOCAL needs a transaction; inside the caller's, no savepoint of its own is needed.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(EF_SEARCH, limit)])
+    with connection.cursor() as cursor:
+        # Sent as one string, the SET and the SELECT share a transaction even in autocommit:
+        # SET LOCAL takes effect without a BEGIN and COMMIT of its own.
         cursor.execute(
+            f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(limit))}; "
             f"SELECT id, question, 1 - ({distance}) FROM {ANSWERS} WHERE {where} ORDER BY {distance} LIMIT %s",
             [literal, *params, literal, limit],
         )
+        cursor.nextset()
         rows = cursor.fetchall()
         if not rows:
             # OFFSET 0 keeps the subquery from being flattened, so the scope is read by its
@@ -372,7 +432,7 @@ def _semantic(scope: Scope, question: str, vector: np.ndarray, valid_after: date
             logger.debug("semantic cache: %r is not %r (%s)", question, cached_question, reason)
             continue
         with connection.cursor() as cursor:
-            cursor.execute(_BY_ID_SQL, [entry_id, current])
+            cursor.execute(lazily(_BY_ID_SQL), [entry_id, current])
             row = cursor.fetchone()
         if row:  # else evicted a moment ago
             return _hit("semantic", row, round(similarity, 4), fresh_after)
@@ -628,10 +688,11 @@ def _load_embeddings(model: str, keys: list[str]) -> dict[str, np.ndarray]:
 
 
 def _save_embeddings(model: str, vectors: dict[str, np.ndarray]) -> None:
-    CachedEmbedding.objects.bulk_create(
-        [CachedEmbedding(model=model, text_hash=key, embedding=vector) for key, vector in vectors.items()],
-        ignore_conflicts=True,
-    )
+    with lazy_commit():
+        CachedEmbedding.objects.bulk_create(
+            [CachedEmbedding(model=model, text_hash=key, embedding=vector) for key, vector in vectors.items()],
+            ignore_conflicts=True,
+        )
 
 
 def embed_cached(embedder: Any, texts: list[str]) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -18,6 +20,7 @@ from rag.models import Collection, Document, QueryLog
 from rag.services import SourceItem, answer_question, delete_document, ingest_document, ingest_items
 from resilience import cache
 from resilience.models import CachedAnswer
+from tests import live
 
 pytestmark = pytest.mark.django_db
 
@@ -469,3 +472,48 @@ def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_g
     assert sorted(a.cache for a in answers) == ["exact"] * 5 + ["miss"]
     assert len({a.answer for a in answers}) == 1 and answers[0].generator == "ollama"
     assert CachedAnswer.objects.filter(collection__name=shared_corpus).count() == 1
+
+
+ASK_IN_A_SUBPROCESS = """
+import json, sys, django
+django.setup()
+from resilience import config
+config.override(config.replace(config.current(), provider=json.loads(sys.argv[1])))
+from rag.services import answer_question
+answer = answer_question(question=sys.argv[2], collection_name=sys.argv[3])
+print(json.dumps({"cache": answer.cache, "generator": answer.generator}))
+"""
+
+
+def test_identical_misses_in_two_processes_make_one_model_call(shared_corpus, fake_ollama, resilience_config):
+    # Ollama embeddings on both sides: the same scope, and no local model to load in the child.
+    provider = {
+        "ollama_base_url": fake_ollama.url,
+        "generation_backend": "ollama",
+        "embedding_backend": "ollama",
+        "embedding_model": "all-minilm",
+    }
+    resilience_config(provider=provider)
+    fake_ollama.set_mode("slow", seconds=1.5, paths=["/api/chat"])
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", "DATABASE_URL": live.test_database_url()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", ASK_IN_A_SUBPROCESS, json.dumps(provider), YIELD_Q, shared_corpus],
+        cwd=live.ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while fake_ollama.count("/api/chat") == 0:  # the child holds the question's lock now
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
+            time.sleep(0.02)
+        here = answer_question(question=YIELD_Q, collection_name=shared_corpus)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    there = json.loads(out.strip().splitlines()[-1])
+    assert there == {"cache": "miss", "generator": "ollama"}, err
+    assert here.cache == "exact" and here.generator == "ollama"
+    assert fake_ollama.count("/api/chat") == 1

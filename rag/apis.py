@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,7 +35,20 @@ from rag.services import CollectionNotFound, answer_question, delete_document, i
 logger = logging.getLogger(__name__)
 
 
+class NDJSONRenderer(BaseRenderer):
+    """Lets clients ask for ``application/x-ndjson``: a non-streamed body (an error) is one JSON line."""
+
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return b"" if data is None else json.dumps(data, ensure_ascii=False).encode() + b"\n"
+
+
 class QueryApi(APIView):
+    renderer_classes = [JSONRenderer, NDJSONRenderer]
+
     @extend_schema(
         request=QueryInSerializer,
         responses={200: QueryOutSerializer},

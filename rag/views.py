@@ -44,4 +44,10 @@ def search(request: HttpRequest) -> HttpResponse:
     response = render(request, "rag/search.html", context, status=status)
     if status == 503:
         response["Retry-After"] = "5"
+    # Defence in depth: even if document text ever slipped through unescaped, no inline script
+    # or foreign source would run.
+    response["Content-Security-Policy"] = (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
     return response

@@ -188,6 +188,7 @@ class FakeOllama:
         models: Iterable[str] | None = None,
         latency: float = 0.0,
         chat_reply: str | None = None,
+        stream_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -195,6 +196,8 @@ class FakeOllama:
         self.models: set[str] | None = None if models is None else {_model_key(m) for m in models}
         self.latency = latency
         self.chat_reply = chat_reply
+        # Seconds between streamed pieces, as a model generating tokens would take.
+        self.stream_delay = stream_delay
         self.host = host
         self.port = port
         self._lock = threading.Lock()
@@ -590,4 +593,39 @@ class FakeOllama:
         for obj in lines:
             data = json.dumps(obj).encode() + b"\n"
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if self.stream_delay:
+                handler.wfile.flush()
+                time.sleep(self.stream_delay)
         handler.wfile.write(b"0\r\n\r\n")
+
+
+@contextlib.contextmanager
+def saved_settings(**sections: dict[str, Any]):
+    """Change the admin-edited settings rows (committed) for the duration, then restore them.
+
+    ``saved_settings(provider={"generation_backend": "ollama"}, breaker={"failure_threshold": 2})``.
+    Every process using the database (a gunicorn started by a test or a benchmark) applies the
+    change within a second or two, as it would an operator's edit in the admin.
+    """
+    from resilience import models
+
+    rows = {
+        "provider": models.ProviderSettings,
+        "breaker": models.BreakerSettings,
+        "pool": models.PoolSettings,
+        "cache": models.CacheSettings,
+    }
+    saved: list[tuple[Any, dict[str, Any]]] = []
+    try:
+        for section, values in sections.items():
+            row = rows[section].load()
+            saved.append((row, {name: getattr(row, name) for name in values}))
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.save()
+        yield
+    finally:
+        for row, values in saved:
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.save()

@@ -7,6 +7,18 @@ import pytest
 pytest_plugins = ["tests.fixtures_resilience"]
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Give every test that uses the demo corpus the test database.
+
+    pytest-django creates the test database only when a collected test is marked for it; a run
+    of nothing but live-server tests (browser, gunicorn) would otherwise talk to the development
+    database.
+    """
+    for item in items:
+        if "demo_corpus" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.django_db)
+
+
 @pytest.fixture
 def fake_ollama():
     """A real HTTP server on 127.0.0.1 speaking Ollama's API; tests switch its fault mode."""
@@ -23,9 +35,12 @@ def demo_corpus(django_db_setup, django_db_blocker):
     It is committed (outside the per-test transactions), so other processes started by tests
     (gunicorn, a second worker) see it too. Tests must not flush the database.
     """
+    from django.db import connection
+
     from rag.models import Collection, Document
     from rag.services import ingest_demo
 
+    assert connection.settings_dict["NAME"].startswith("test"), "refusing to use a non-test database"
     with django_db_blocker.unblock():
         if not Document.objects.filter(collection__name="default").exists():
             report = ingest_demo(collection_name="default")

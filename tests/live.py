@@ -34,6 +34,7 @@ def test_database_url() -> str:
 
     connection.ensure_connection()
     settings = connection.settings_dict
+    assert settings["NAME"].startswith("test"), "a live server for tests must use the test database"
     return f"postgresql://{settings['USER'] or 'postgres'}@/{settings['NAME']}?host={settings['HOST']}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 
 import pytest
 import requests
@@ -46,47 +47,75 @@ def browser(tmp_path_factory):
 def fake_chat(tmp_path_factory):
     from resilience.testing import FakeOllama
 
-    with FakeOllama() as fake:
+    with FakeOllama(stream_delay=0.05) as fake:
         yield fake
 
 
 @pytest.fixture(scope="module")
 def server(demo_corpus, fake_chat, tmp_path_factory, django_db_blocker):
-    env = {
-        "OLLAMA_BASE_URL": fake_chat.url,
-        "RAGSITE_GENERATION_BACKEND": "ollama",
-        "RAGSITE_BREAKER_FAILURE_THRESHOLD": "100",
-        "RAGSITE_POOL_MAX_RETRIES": "0",
-    }
-    with django_db_blocker.unblock(), live_server(tmp_path_factory.mktemp("live"), env=env) as base:
+    from resilience.testing import saved_settings
+
+    with (
+        django_db_blocker.unblock(),
+        saved_settings(
+            provider={"ollama_base_url": fake_chat.url, "generation_backend": "ollama"},
+            breaker={"failure_threshold": 100},
+            pool={"max_retries": 0},
+        ),
+        live_server(tmp_path_factory.mktemp("live")) as base,
+    ):
         yield base
 
 
-def ask(browser, base: str, question: str):
+def ask(browser, base: str, question: str, collection: str | None = None):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(base + "/")
+    # Count the page's text updates, to see the answer arrive in pieces.
+    browser.execute_script(
+        "window.updates = 0; new MutationObserver(function () { window.updates++; })"
+        ".observe(document.body, {subtree: true, childList: true, characterData: true});"
+    )
+    if collection is not None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(browser.find_element(By.NAME, "collection")).select_by_value(collection)
     box = browser.find_element(By.NAME, "q")
     box.clear()
     box.send_keys(question, Keys.ENTER)
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "answer-text")))
+    WebDriverWait(browser, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#answer[data-state=done], #answer[data-state=error]"))
+    )
     return browser
 
 
-def test_typing_a_question_shows_the_answer_and_its_sources(browser, server, fake_chat):
+def test_typing_a_question_streams_the_answer_and_shows_its_sources(browser, server, fake_chat):
     from selenium.webdriver.common.by import By
 
     fake_chat.healthy()
     ask(browser, server, "What does the yield statement do?")
     answer = browser.find_element(By.ID, "answer-text").text
-    assert answer.startswith("According to [1]")
+    assert answer.startswith("According to [1]"), browser.find_element(By.ID, "answer").get_attribute("outerHTML")
+    words = len(answer.split())
+    assert browser.execute_script("return window.updates") > words  # one update per streamed piece
     sources = browser.find_elements(By.CSS_SELECTOR, "#sources li")
     assert len(sources) == 5
     assert "pydoc:yield" in sources[0].text
+    assert browser.find_element(By.CSS_SELECTOR, "[data-flag=generator]").text == "ollama"
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-flag=degraded]")
+    assert "q=What+does+the+yield" in browser.current_url  # the address can be shared
+
+
+def test_the_page_works_without_javascript(browser, server, fake_chat):
+    from selenium.webdriver.common.by import By
+
+    fake_chat.healthy()
+    browser.get(f"{server}/?q=What+is+a+lambda+expression%3F")
+    assert "[1]" in browser.find_element(By.ID, "answer-text").text
+    assert "pydoc:lambda" in browser.find_element(By.CSS_SELECTOR, "#sources li").text
 
 
 def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):
@@ -94,7 +123,10 @@ def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):
 
     fake_chat.set_mode("down")
     try:
-        ask(browser, server, "What is a lambda expression?")
+        # A question never asked before: a cached answer would rightly be served without Ollama.
+        ask(browser, server, f"What is a lambda expression used for in {uuid.uuid4().hex[:8]}?")
+        html = browser.find_element(By.ID, "answer").get_attribute("outerHTML")
+        assert browser.find_elements(By.CSS_SELECTOR, "[data-flag=degraded]"), html
         badge = browser.find_element(By.CSS_SELECTOR, "[data-flag=degraded]")
         assert badge.is_displayed() and badge.text == "degraded"
         assert "generation unavailable" in browser.find_element(By.CSS_SELECTOR, ".reason").text
@@ -103,14 +135,20 @@ def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):
         fake_chat.healthy()
 
 
-def test_a_document_with_a_script_stays_inert(browser, server, django_db_blocker):
-    from selenium.webdriver.common.by import By
-
+@pytest.fixture(scope="module")
+def api_key_committed(demo_corpus, django_db_blocker) -> str:
+    """A key the live server can see: created outside any test transaction."""
     from rag.models import ApiKey
 
     with django_db_blocker.unblock():
         _, key = ApiKey.issue(name="browser test")
-    auth = {"Authorization": f"Bearer {key}"}
+    return key
+
+
+def test_a_document_with_a_script_stays_inert(browser, server, api_key_committed):
+    from selenium.webdriver.common.by import By
+
+    auth = {"Authorization": f"Bearer {api_key_committed}"}
     payload = {
         "title": "Harbour <script>window.pwnedTitle = 1</script> notice",
         "text": "The harbour crane <script>window.pwned = 1</script><img src=x onerror='window.pwnedImg=1'> "
@@ -120,6 +158,12 @@ def test_a_document_with_a_script_stays_inert(browser, server, django_db_blocker
     created = requests.post(f"{server}/api/documents", json=payload, headers=auth, timeout=60)
     assert created.status_code == 201, created.text
     try:
+        # The streamed page, built by the page's script from the API's JSON...
+        ask(browser, server, "harbour crane inspected", collection="browser-xss")
+        streamed = browser.find_element(By.ID, "sources").text
+        assert "<script>window.pwned = 1</script>" in streamed
+        assert browser.execute_script("return [window.pwned, window.pwnedImg, window.pwnedTitle]") == [None, None, None]
+        # ...and the server-rendered one.
         browser.get(f"{server}/?q=harbour+crane+inspected&collection=browser-xss")
         page = browser.find_element(By.ID, "sources").text
         assert "<script>window.pwned = 1</script>" in page  # shown as text

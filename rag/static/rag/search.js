@@ -1,0 +1,123 @@
+// Progressive enhancement of the search page: ask the API for a streamed answer and show the
+// tokens as they arrive. Without JavaScript the form's plain GET still works.
+(function () {
+  "use strict";
+  var form = document.querySelector("form.search");
+  if (!form || !window.fetch || !window.TextDecoder) return;
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text; // always text: document content stays inert
+    return node;
+  }
+
+  function section() {
+    var existing = document.getElementById("answer");
+    if (existing) existing.remove();
+    var oldSources = document.getElementById("sources-block");
+    if (oldSources) oldSources.remove();
+    var answer = el("section", "answer");
+    answer.id = "answer";
+    answer.setAttribute("aria-label", "Answer");
+    answer.setAttribute("aria-live", "polite");
+    var flags = el("div", "flags");
+    var text = el("p");
+    text.id = "answer-text";
+    answer.appendChild(flags);
+    answer.appendChild(text);
+    form.insertAdjacentElement("afterend", answer);
+    return { answer: answer, flags: flags, text: text };
+  }
+
+  function badge(flags, label, kind, flag) {
+    var b = el("span", "badge" + (kind ? " " + kind : ""), label);
+    if (flag) b.setAttribute("data-flag", flag);
+    flags.appendChild(b);
+  }
+
+  function showFlags(view, event) {
+    view.flags.textContent = "";
+    badge(view.flags, "cache: " + event.cache, event.cache === "exact" || event.cache === "semantic" ? "hit" : "", "cache");
+    if (event.degraded) badge(view.flags, "degraded", "degraded", "degraded");
+    if (event.generator) badge(view.flags, event.generator, "", "generator");
+    if (event.timings_ms) badge(view.flags, Math.round(event.timings_ms.total) + " ms");
+    var reason = view.answer.querySelector(".reason");
+    if (reason) reason.remove();
+    if (event.degraded_reason) view.answer.appendChild(el("p", "reason", event.degraded_reason));
+  }
+
+  function showSources(view, sources) {
+    if (!sources.length) return;
+    var block = el("div");
+    block.id = "sources-block";
+    block.appendChild(el("h2", "", "Sources"));
+    var list = el("ol", "sources");
+    list.id = "sources";
+    sources.forEach(function (s, i) {
+      var item = el("li");
+      item.id = "source-" + (i + 1);
+      item.appendChild(el("strong", "", "[" + (i + 1) + "] " + s.title));
+      item.appendChild(el("div", "meta", s.source + " · score " + Number(s.score).toFixed(4)));
+      item.appendChild(el("p", "snippet", s.text.length > 600 ? s.text.slice(0, 599) + "…" : s.text));
+      list.appendChild(item);
+    });
+    block.appendChild(list);
+    view.answer.insertAdjacentElement("afterend", block);
+  }
+
+  function handle(view, event) {
+    if (event.type === "meta") {
+      showFlags(view, event);
+      showSources(view, event.sources);
+      view.answer.setAttribute("data-state", "streaming");
+    } else if (event.type === "token") {
+      view.text.textContent += event.text;
+    } else if (event.type === "done") {
+      view.text.textContent = event.answer;
+      showFlags(view, event);
+      view.answer.setAttribute("data-state", "done");
+    } else if (event.type === "error") {
+      view.answer.appendChild(el("p", "reason", event.error.message));
+      view.answer.setAttribute("data-state", "error");
+    }
+  }
+
+  form.addEventListener("submit", function (submit) {
+    var question = form.elements.q.value.trim();
+    if (!question) return;
+    submit.preventDefault();
+    var body = { question: question, stream: true };
+    if (form.elements.collection) body.collection = form.elements.collection.value;
+    var view = section();
+    var headers = { "Content-Type": "application/json", Accept: "application/x-ndjson" };
+    if (form.dataset.csrf) headers["X-CSRFToken"] = form.dataset.csrf;
+    var params = new URLSearchParams(new FormData(form));
+    history.replaceState(null, "", "?" + params.toString());
+    fetch("/api/query", { method: "POST", headers: headers, body: JSON.stringify(body), credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) {
+          return response.json().then(function (error) {
+            handle(view, { type: "error", error: error.error || { message: "HTTP " + response.status } });
+          });
+        }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffered = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            buffered += decoder.decode(chunk.value || new Uint8Array(), { stream: !chunk.done });
+            var lines = buffered.split("\n");
+            buffered = lines.pop();
+            lines.forEach(function (line) { if (line.trim()) handle(view, JSON.parse(line)); });
+            if (!chunk.done) return pump();
+            if (buffered.trim()) handle(view, JSON.parse(buffered));
+          });
+        }
+        return pump();
+      })
+      .catch(function () {
+        handle(view, { type: "error", error: { message: "The connection failed; try again." } });
+      });
+  });
+})();

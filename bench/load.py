@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
     from django.db import connection
 
     from ragsite import embedded_db
-    from resilience.testing import FakeOllama
+    from resilience.testing import FakeOllama, saved_settings
 
     data_dir = Path(connection.settings_dict.get("OPTIONS", {}).get("embedded_data_dir") or ROOT / "var" / "pgdata")
     if os.environ.get("DATABASE_URL"):
@@ -132,17 +132,20 @@ def main(argv: list[str]) -> int:
         "RAGSITE_ACCESS_LOG": "0",
         "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "OLLAMA_BASE_URL": fake.url,
-        "RAGSITE_GENERATION_BACKEND": "ollama",
-        "RAGSITE_BREAKER_RECOVERY_TIMEOUT": str(args.recovery_timeout),
-        "RAGSITE_POOL_CONNECT_TIMEOUT": "2",
-        "RAGSITE_POOL_READ_TIMEOUT": "10",
         # 50 clients on one address: the per-address throttle would turn most of the load into 429s.
         "RAGSITE_ACCESS_IP_RATE": "",
         # Workers connect through the socket and cannot restart the server themselves, so a
         # stopped Postgres stays down for as long as the benchmark keeps it down.
         "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
     }
+    # The workers read these from the admin-edited settings rows; restored afterwards.
+    settings_change = saved_settings(
+        provider={"ollama_base_url": fake.url, "generation_backend": "ollama"},
+        breaker={"recovery_timeout": args.recovery_timeout},
+        pool={"connect_timeout": 2.0, "read_timeout": 10.0},
+    )
+    settings_change.__enter__()
+    connection.close()
     log_path = ROOT / "var" / f"bench-load-{port}.log"
     log = log_path.open("w")
     server = subprocess.Popen(
@@ -262,6 +265,7 @@ def main(argv: list[str]) -> int:
         fake.stop()
         log.close()
         embedded_db.socket_dir(data_dir)
+        settings_change.__exit__(None, None, None)
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -451,7 +451,9 @@ def shared_corpus(django_db_setup, django_db_blocker):
         QueryLog.objects.filter(collection=name).delete()
 
 
-def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_generation):
+def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_generation, resilience_config):
+    # Waiters give up after about one model call's timeout (connect + read): well above 0.5 s.
+    resilience_config(pool={"read_timeout": 10.0})
     ollama_generation.set_mode("slow", seconds=0.5, paths=["/api/chat"])
     barrier = threading.Barrier(6)
     answers = []
@@ -493,8 +495,8 @@ def test_identical_misses_in_two_processes_make_one_model_call(shared_corpus, fa
         "embedding_backend": "ollama",
         "embedding_model": "all-minilm",
     }
-    resilience_config(provider=provider)
-    fake_ollama.set_mode("slow", seconds=1.5, paths=["/api/chat"])
+    resilience_config(provider=provider, pool={"read_timeout": 10.0})  # the wait on the lock: 10.5 s at most
+    fake_ollama.set_mode("slow", seconds=1.0, paths=["/api/chat"])
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", "DATABASE_URL": live.test_database_url()}
     child = subprocess.Popen(
         [sys.executable, "-c", ASK_IN_A_SUBPROCESS, json.dumps(provider), YIELD_Q, shared_corpus],

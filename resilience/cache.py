@@ -40,7 +40,14 @@ from django.db import connection, transaction
 from rag.generation import PROMPT_VERSION, STOPWORDS
 from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL, Collection
 from resilience import config
-from resilience.models import CacheCounter, CachedAnswer, CachedAnswerUsage, CachedEmbedding
+from resilience.models import (
+    ANSWER_HNSW_EF_CONSTRUCTION,
+    ANSWER_HNSW_M,
+    CacheCounter,
+    CachedAnswer,
+    CachedAnswerUsage,
+    CachedEmbedding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -505,7 +512,9 @@ def _ensure_index(model_name: str, dimensions: int) -> bool:
         if cursor.fetchone() is None:
             cursor.execute(
                 f"CREATE INDEX IF NOT EXISTS {name} ON {ANSWERS} USING hnsw "
-                f"((embedding::vector({int(dimensions)})) vector_cosine_ops) WHERE embedding_model = %s",
+                f"((embedding::vector({int(dimensions)})) vector_cosine_ops) "
+                f"WITH (m = {ANSWER_HNSW_M}, ef_construction = {ANSWER_HNSW_EF_CONSTRUCTION}) "
+                "WHERE embedding_model = %s",
                 [model_name],
             )
     return True

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from rag.access import DocumentAccess
 from rag.errors import ServiceUnavailable
 from rag.models import Document
+from rag.parsers import SafeJSONParser
 from rag.readers import MEDIA_TYPES
 from rag.serializers import (
     DocumentDetailSerializer,
@@ -29,6 +30,7 @@ from rag.serializers import (
     IngestResultSerializer,
     QueryInSerializer,
     QueryOutSerializer,
+    error_responses,
 )
 from rag.services import CollectionNotFound, answer_question, delete_document, ingest_document, stream_answer
 
@@ -51,7 +53,7 @@ class QueryApi(APIView):
 
     @extend_schema(
         request=QueryInSerializer,
-        responses={200: QueryOutSerializer},
+        responses={200: QueryOutSerializer, **error_responses(400, 401, 404, 406, 413, 415, 429, 503)},
         description='With "stream": true the answer comes as application/x-ndjson: a "meta" line (sources, '
         'cache and degraded flags), "token" lines, then a "done" line with timings, or an "error" line.',
     )
@@ -94,7 +96,7 @@ def ndjson_response(events: Iterator[dict]) -> StreamingHttpResponse:
 
 class DocumentListApi(generics.ListAPIView):
     serializer_class = DocumentSerializer
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [SafeJSONParser, MultiPartParser, FormParser]
     permission_classes = [DocumentAccess]
 
     def get_queryset(self):
@@ -104,11 +106,21 @@ class DocumentListApi(generics.ListAPIView):
             queryset = queryset.filter(collection__name=name)
         return queryset
 
-    @extend_schema(parameters=[OpenApiParameter("collection", str, description="Only this collection's documents.")])
+    @extend_schema(
+        parameters=[OpenApiParameter("collection", str, description="Only this collection's documents.")],
+        responses={200: DocumentSerializer(many=True), **error_responses(400, 401, 404, 429, 503)},
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=DocumentInSerializer, responses={200: IngestResultSerializer, 201: IngestResultSerializer})
+    @extend_schema(
+        request=DocumentInSerializer,
+        responses={
+            200: IngestResultSerializer,
+            201: IngestResultSerializer,
+            **error_responses(400, 401, 403, 413, 415, 429, 503),
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = DocumentInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -147,14 +159,14 @@ class DocumentListApi(generics.ListAPIView):
 class DocumentDetailApi(APIView):
     permission_classes = [DocumentAccess]
 
-    @extend_schema(responses={200: DocumentDetailSerializer})
+    @extend_schema(responses={200: DocumentDetailSerializer, **error_responses(401, 404, 429, 503)})
     def get(self, request: Request, pk: int) -> Response:
         document = get_object_or_404(
             Document.objects.select_related("collection").annotate(chunk_count=Count("chunks")), pk=pk
         )
         return Response(DocumentDetailSerializer(document).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 429, 503)})
     def delete(self, request: Request, pk: int) -> Response:
         document = get_object_or_404(Document.objects.select_related("collection"), pk=pk)
         delete_document(document=document)

@@ -122,3 +122,20 @@ class IngestResultSerializer(serializers.Serializer):
     status = serializers.CharField()
     chunks = serializers.IntegerField()
     document = DocumentDetailSerializer()
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(help_text="Per-field messages, for validation errors.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one shape of every API error."""
+
+    error = ErrorDetailSerializer()
+
+
+def error_responses(*statuses: int) -> dict[int, type[serializers.Serializer]]:
+    """OpenAPI responses for the error statuses an endpoint can answer with."""
+    return dict.fromkeys(statuses, ErrorSerializer)

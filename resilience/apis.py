@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import exceptions
@@ -28,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from rag.errors import ServiceUnavailable
+from rag.serializers import error_responses
 from resilience import config as runtime_config
 from resilience import metrics
 from resilience.breaker import all_breakers
@@ -102,7 +104,7 @@ class PrometheusApi(MetricsApiView):
 
 
 class BreakerMetricsApi(MetricsApiView):
-    @extend_schema(responses={200: BreakersMetricsSerializer})
+    @extend_schema(responses={200: BreakersMetricsSerializer, **error_responses(401, 403)})
     def get(self, request: Request) -> Response:
         metrics.refresh_breakers()
         breakers = {name: breaker.snapshot() for name, breaker in sorted(all_breakers().items())}
@@ -110,7 +112,7 @@ class BreakerMetricsApi(MetricsApiView):
 
 
 class PoolMetricsApi(MetricsApiView):
-    @extend_schema(responses={200: PoolMetricsSerializer})
+    @extend_schema(responses={200: PoolMetricsSerializer, **error_responses(401, 403)})
     def get(self, request: Request) -> Response:
         pool = runtime_config.current().pool
         retries = {
@@ -130,9 +132,19 @@ class PoolMetricsApi(MetricsApiView):
 
 
 class CacheMetricsApi(MetricsApiView):
-    @extend_schema(responses={200: CacheMetricsSerializer})
+    @extend_schema(responses={200: CacheMetricsSerializer, **error_responses(401, 403, 503)})
     def get(self, request: Request) -> Response:
         stats = metrics.cache_stats()
         if stats is None:
             raise ServiceUnavailable("The semantic cache's statistics are unavailable.")
         return Response(CacheMetricsSerializer(stats).data)
+
+
+class MetricsTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the metrics bearer token in the OpenAPI schema."""
+
+    target_class = "resilience.apis.MetricsTokenAuthentication"
+    name = "metricsToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "RAGSITE_METRICS_TOKEN (not needed from loopback)."}

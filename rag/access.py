@@ -1,7 +1,7 @@
 """Who may call the API, and how often: bearer API keys, staff sessions, throttles.
 
-Document writes always need a key or a staff session; queries and reads are open unless
-``RAGSITE_ACCESS_QUERIES_REQUIRE_KEY`` is on. Throttles count per key, or per client IP for
+Document writes always need a key or a staff session; queries and reads are open unless the
+access settings (admin, seeded from ``RAGSITE_ACCESS_*``) say keys only. Throttles count per key, or per client IP for
 callers without one, in the shared database cache so every worker counts against one budget.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from rag.models import ApiKey
+from resilience import config
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def has_key_or_staff(request: Request) -> bool:
 
 
 def queries_require_key() -> bool:
-    return settings.RAGSITE_ACCESS["queries_require_key"]
+    return config.current().access.queries_require_key
 
 
 class ReadOrQuery(permissions.BasePermission):
@@ -85,7 +85,7 @@ class PerKeyThrottle(throttling.SimpleRateThrottle):
     scope = "key"
 
     def get_rate(self) -> str | None:
-        return settings.RAGSITE_ACCESS["key_rate"] or None
+        return config.current().access.key_rate or None
 
     def get_cache_key(self, request: Request, view) -> str | None:
         if not isinstance(request.auth, ApiKey):
@@ -99,7 +99,7 @@ class PerIpThrottle(throttling.SimpleRateThrottle):
     scope = "ip"
 
     def get_rate(self) -> str | None:
-        return settings.RAGSITE_ACCESS["ip_rate"] or None
+        return config.current().access.ip_rate or None
 
     def get_cache_key(self, request: Request, view) -> str | None:
         if isinstance(request.auth, ApiKey):

@@ -16,7 +16,7 @@ from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 
 from rag import services
-from rag.models import Chunk, Collection, Document, QueryLog
+from rag.models import ApiKey, Chunk, Collection, Document, QueryLog
 
 
 def _chunk_count(**filters: Any) -> Subquery:
@@ -120,3 +120,46 @@ class QueryLogAdmin(admin.ModelAdmin):
     @admin.display(description="question", ordering="question")
     def short_question(self, obj: QueryLog) -> str:
         return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Staff issue and revoke API keys. A key is shown once, right after it is created."""
+
+    list_display = ["name", "prefix", "created_by", "created_at", "last_used_at", "status"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    fields = ["name"]
+    readonly_fields: list[str] = []
+    actions = ["revoke"]
+
+    @admin.display(description="status")
+    def status(self, key: ApiKey) -> str:
+        return "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"] if obj else []
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return self.get_readonly_fields(request, obj) if obj else ["name"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            return  # keys are immutable: revoke and issue a new one instead
+        row, key = ApiKey.issue(name=obj.name, created_by=request.user)
+        obj.pk = row.pk
+        obj.__dict__.update(row.__dict__)
+        messages.warning(
+            request, f"The new API key (shown only now, copy it): {key}  Use it as: Authorization: Bearer <key>"
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False  # revoke instead: the row keeps who had access and when
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            key.revoke()
+            count += 1
+        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)

@@ -176,13 +176,6 @@ REST_FRAMEWORK = {
 # Throttle counters live in the database cache so every worker counts against the same budget.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "ragsite_cache"},
-    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-}
-RAGSITE_ACCESS = {
-    "queries_require_key": env_bool("RAGSITE_ACCESS_QUERIES_REQUIRE_KEY", False),
-    # DRF rates: "N/second|minute|hour|day"; empty turns a throttle off.
-    "ip_rate": env_str("RAGSITE_ACCESS_IP_RATE", "120/minute"),
-    "key_rate": env_str("RAGSITE_ACCESS_KEY_RATE", "1200/minute"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RAGsite API",

@@ -20,6 +20,7 @@ from django.utils.timesince import timesince
 from resilience import config, live
 from resilience.config import ProviderConfig
 from resilience.models import (
+    AccessSettings,
     BreakerCommand,
     BreakerReport,
     BreakerSettings,
@@ -178,6 +179,11 @@ class PoolSettingsAdmin(SettingsAdmin):
 
 @admin.register(CacheSettings)
 class CacheSettingsAdmin(SettingsAdmin):
+    pass
+
+
+@admin.register(AccessSettings)
+class AccessSettingsAdmin(SettingsAdmin):
     pass
 
 

@@ -98,11 +98,21 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AccessConfig:
+    """Who may query, and the API throttles (DRF rates like "120/minute"; empty turns one off)."""
+
+    queries_require_key: bool = False
+    ip_rate: str = "120/minute"
+    key_rate: str = "1200/minute"
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
 
 # Environment section name for each config class (RAGSITE_<SECTION>_<FIELD>).
@@ -110,6 +120,7 @@ SECTIONS: dict[type, str] = {
     BreakerConfig: "BREAKER",
     PoolConfig: "POOL",
     CacheConfig: "CACHE",
+    AccessConfig: "ACCESS",
 }
 
 # Provider fields keep the names clients already use.
@@ -172,13 +183,14 @@ def from_env() -> RuntimeConfig:
         breaker=section_from_env(BreakerConfig),
         pool=section_from_env(PoolConfig),
         cache=section_from_env(CacheConfig),
+        access=section_from_env(AccessConfig),
     )
 
 
 def documented_variables() -> list[tuple[str, Any]]:
     """(variable, default) for every setting, for the README and `manage.py settings`."""
     out: list[tuple[str, Any]] = []
-    for cls in (ProviderConfig, BreakerConfig, PoolConfig, CacheConfig):
+    for cls in (ProviderConfig, BreakerConfig, PoolConfig, CacheConfig, AccessConfig):
         defaults = cls()
         out.extend((env_name(cls, f.name), getattr(defaults, f.name)) for f in fields(cls))
     return out

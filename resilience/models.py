@@ -19,6 +19,7 @@ from pgvector.django import HnswIndex, VectorField
 from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL
 from resilience.config import (
     LOCAL_EMBEDDING_MODEL,
+    AccessConfig,
     BreakerConfig,
     CacheConfig,
     PoolConfig,
@@ -596,8 +597,46 @@ class CacheSettings(SettingsRow):
         verbose_name = verbose_name_plural = "Semantic cache settings"
 
 
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+RATE: Rule = (lambda v: v == "" or bool(_RATE.match(v)), 'Use a rate like "120/minute" (or leave empty for no limit).')
+
+
+class AccessSettings(SettingsRow):
+    queries_require_key = models.BooleanField(
+        default=AccessConfig.queries_require_key,
+        help_text=_help(AccessConfig, "queries_require_key", "On: questions and document reads need an API key too."),
+    )
+    ip_rate = models.CharField(
+        "rate per client address",
+        max_length=30,
+        blank=True,
+        default=AccessConfig.ip_rate,
+        help_text=_help(AccessConfig, "ip_rate", "Requests allowed per client address without a key; empty: no limit."),
+    )
+    key_rate = models.CharField(
+        "rate per API key",
+        max_length=30,
+        blank=True,
+        default=AccessConfig.key_rate,
+        help_text=_help(AccessConfig, "key_rate", "Requests allowed per API key; empty: no limit."),
+    )
+
+    config_class = AccessConfig
+    section = "access"
+    rules = {"ip_rate": RATE, "key_rate": RATE}
+
+    class Meta(SettingsRow.Meta):
+        verbose_name = verbose_name_plural = "API access settings"
+
+
 # The order RuntimeConfig lists them; resilience.live reads their versions in one query.
-SETTINGS_MODELS: tuple[type[SettingsRow], ...] = (ProviderSettings, BreakerSettings, PoolSettings, CacheSettings)
+SETTINGS_MODELS: tuple[type[SettingsRow], ...] = (
+    ProviderSettings,
+    BreakerSettings,
+    PoolSettings,
+    CacheSettings,
+    AccessSettings,
+)
 
 
 # BREAKERS ACROSS PROCESSES

@@ -64,8 +64,8 @@ def test_queries_are_open_by_default(client, demo_corpus):
     assert ask(client).status_code == 200
 
 
-def test_queries_can_require_a_key(client, demo_corpus, settings):
-    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "queries_require_key": True}
+def test_queries_can_require_a_key(client, demo_corpus, resilience_config):
+    resilience_config(access={"queries_require_key": True})
     assert ask(client).status_code == 401
     assert client.get("/api/documents").status_code == 401
     _, key = ApiKey.issue(name="app")
@@ -73,8 +73,8 @@ def test_queries_can_require_a_key(client, demo_corpus, settings):
 
 
 @override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
-def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, settings):
-    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "3/minute"}
+def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, resilience_config):
+    resilience_config(access={"ip_rate": "3/minute"})
     statuses = [ask(client, REMOTE_ADDR="10.1.1.1").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     refused = ask(client, REMOTE_ADDR="10.1.1.1")
@@ -86,9 +86,29 @@ def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, se
 
 
 @override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
-def test_each_key_has_its_own_budget(client, demo_corpus, settings):
-    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "1/minute", "key_rate": "2/minute"}
+def test_each_key_has_its_own_budget(client, demo_corpus, resilience_config):
+    resilience_config(access={"ip_rate": "1/minute", "key_rate": "2/minute"})
     _, first = ApiKey.issue(name="a")
     _, second = ApiKey.issue(name="b")
     assert [ask(client, HTTP_AUTHORIZATION=f"Bearer {first}").status_code for _ in range(3)] == [200, 200, 429]
     assert ask(client, HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200
+
+
+def test_staff_issue_a_key_in_the_admin_and_see_it_once(client):
+    staff = User.objects.create_superuser("boss", password="x")
+    client.force_login(staff)
+    response = client.post("/admin/rag/apikey/add/", {"name": "mobile app"}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    key = next(m for m in shown if "rsk_" in m).split(": ", 1)[1].split()[0]
+    row = ApiKey.objects.get(name="mobile app")
+    assert row.key_hash == ApiKey.hash(key) and key not in str(row.__dict__)
+    assert post_doc(client.__class__(), HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
+    page = client.get(f"/admin/rag/apikey/{row.pk}/change/").content.decode()
+    assert key not in page  # never shown again
+
+
+def test_access_rates_are_validated_in_the_admin(client):
+    client.force_login(User.objects.create_superuser("boss", password="x"))
+    response = client.post("/admin/resilience/accesssettings/1/change/", {"ip_rate": "lots", "key_rate": "10/minute"})
+    assert response.status_code == 200
+    assert "Use a rate like" in response.content.decode()

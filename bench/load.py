@@ -132,8 +132,6 @@ def main(argv: list[str]) -> int:
         "RAGSITE_ACCESS_LOG": "0",
         "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        # 50 clients on one address: the per-address throttle would turn most of the load into 429s.
-        "RAGSITE_ACCESS_IP_RATE": "",
         # Workers connect through the socket and cannot restart the server themselves, so a
         # stopped Postgres stays down for as long as the benchmark keeps it down.
         "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
@@ -143,6 +141,8 @@ def main(argv: list[str]) -> int:
         provider={"ollama_base_url": fake.url, "generation_backend": "ollama"},
         breaker={"recovery_timeout": args.recovery_timeout},
         pool={"connect_timeout": 2.0, "read_timeout": 10.0},
+        # 50 clients on one address: the per-address throttle would turn most of the load into 429s.
+        access={"ip_rate": ""},
     )
     settings_change.__enter__()
     connection.close()

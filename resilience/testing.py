@@ -614,6 +614,7 @@ def saved_settings(**sections: dict[str, Any]):
         "breaker": models.BreakerSettings,
         "pool": models.PoolSettings,
         "cache": models.CacheSettings,
+        "access": models.AccessSettings,
     }
     saved: list[tuple[Any, dict[str, Any]]] = []
     try:

@@ -408,6 +408,20 @@ def _log_query(answer: Answer) -> None:
         )
 
 
+def _embed_question(
+    question: str, embedder: Embedder, reasons: list[str], timings: dict[str, float]
+) -> np.ndarray | None:
+    """The question's vector, or None (and the reason noted) when the embedder is unavailable."""
+    t = time.perf_counter()
+    try:
+        return embedder.embed([question])[0]
+    except OllamaError as exc:
+        reasons.append(f"embeddings unavailable: {exc.reason}")
+        return None
+    finally:
+        timings["embed"] = _ms(time.perf_counter() - t)
+
+
 def _answer(
     question: str,
     collection: Collection,
@@ -418,13 +432,7 @@ def _answer(
 ) -> Answer:
     """Answer a question the exact lookup missed (or with the cache bypassed: scope None)."""
     reasons: list[str] = []
-    query_vector = None
-    t = time.perf_counter()
-    try:
-        query_vector = embedder.embed([question])[0]
-    except OllamaError as exc:
-        reasons.append(f"embeddings unavailable: {exc.reason}")
-    timings["embed"] = _ms(time.perf_counter() - t)
+    query_vector = _embed_question(question, embedder, reasons, timings)
 
     if scope is None:
         answer, _ = _generate(question, collection, k, embedder.name, query_vector, reasons, timings)
@@ -562,13 +570,7 @@ def stream_answer(
         if hit:
             return _replay(_finish(_from_hit(question, collection, hit, timings), started))
     reasons: list[str] = []
-    query_vector = None
-    t = time.perf_counter()
-    try:
-        query_vector = embedder.embed([question])[0]
-    except OllamaError as exc:
-        reasons.append(f"embeddings unavailable: {exc.reason}")
-    timings["embed"] = _ms(time.perf_counter() - t)
+    query_vector = _embed_question(question, embedder, reasons, timings)
     if scope is not None and query_vector is not None:
         hit = cache.lookup_semantic(scope, question, query_vector)
         if hit:

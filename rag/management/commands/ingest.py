@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from rag.management.progress import Progress
 from rag.models import Collection, collection_name_validator
 from rag.services import FileResult, IngestReport, demo_items, file_items, ingest_items
 
@@ -38,26 +37,14 @@ class Command(BaseCommand):
         items = list(file_items(paths)) if paths else []
         if demo:
             items.extend(demo_items())
-        show_bar = sys.stderr.isatty() and not options["no_progress"] and options.get("verbosity", 1) > 0
-        bar = None
-        if show_bar:
-            from tqdm import tqdm
+        with Progress(self, options, total=len(items), unit="file", desc="ingest") as progress:
 
-            bar = tqdm(total=len(items), unit="file", desc="ingest", file=sys.stderr)
+            def on_result(result: FileResult) -> None:
+                if result.status == "failed":
+                    progress.failed(f"FAILED {result.source}: {result.reason}")
+                progress.advance()
 
-        def progress(result: FileResult) -> None:
-            if result.status == "failed":
-                message = f"FAILED {result.source}: {result.reason}"
-                if bar is not None:
-                    bar.write(message, file=sys.stderr)
-                else:
-                    self.stderr.write(message)
-            if bar is not None:
-                bar.update(1)
-
-        report = ingest_items(items, collection_name=collection, progress=progress) if items else IngestReport()
-        if bar is not None:
-            bar.close()
+            report = ingest_items(items, collection_name=collection, progress=on_result) if items else IngestReport()
         summary = f"Collection {collection!r}: {report.summary()}"
         if report.aborted:
             raise CommandError(f"Stopped: {report.aborted}. Files done so far are kept; run again to resume. {summary}")

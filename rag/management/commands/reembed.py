@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import sys
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rag.embeddings import Embedder, LocalEmbedder, OllamaEmbedder, get_embedder
+from rag.management.progress import Progress
 from rag.models import Collection
 from rag.reembedding import ReembedReport, chunks_to_reembed, reembed_collections
 from resilience import config
@@ -68,30 +67,23 @@ class Command(BaseCommand):
         embedder = build_embedder(backend, model, batch_size)
         todo = chunks_to_reembed(collections=collections, model_name=embedder.name).count()
 
-        bar = None
-        if todo and sys.stderr.isatty() and not options["no_progress"] and options.get("verbosity", 1) > 0:
-            from tqdm import tqdm
-
-            bar = tqdm(total=todo, unit="chunk", desc="reembed", file=sys.stderr)
         report = ReembedReport(model=embedder.name)
-        try:
-            reembed_collections(
-                collections=collections,
-                embedder=embedder,
-                batch_size=batch_size,
-                progress=bar.update if bar is not None else None,
-                report=report,
-            )
-        except OllamaError as exc:
-            raise CommandError(
-                f"Stopped: embeddings unavailable: {exc.reason}. The {report.converted} chunks done are kept; "
-                "run the command again to resume."
-            ) from exc
-        except KeyboardInterrupt:
-            raise CommandError(
-                f"Interrupted. The {report.converted} chunks done are kept; run the command again to resume."
-            ) from None
-        finally:
-            if bar is not None:
-                bar.close()
+        with Progress(self, options, total=todo, unit="chunk", desc="reembed") as progress:
+            try:
+                reembed_collections(
+                    collections=collections,
+                    embedder=embedder,
+                    batch_size=batch_size,
+                    progress=progress.advance,
+                    report=report,
+                )
+            except OllamaError as exc:
+                raise CommandError(
+                    f"Stopped: embeddings unavailable: {exc.reason}. The {report.converted} chunks done are kept; "
+                    "run the command again to resume."
+                ) from exc
+            except KeyboardInterrupt:
+                raise CommandError(
+                    f"Interrupted. The {report.converted} chunks done are kept; run the command again to resume."
+                ) from None
         return f"Re-embed: {report.summary()}."

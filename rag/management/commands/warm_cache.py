@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.models import Count, Max, Min
 
+from rag.management.progress import Progress
 from rag.models import Collection, QueryLog
 from rag.services import answer_question
 from resilience import cache, config
@@ -50,27 +50,15 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No collection named {', '.join(map(repr, missing))}.")
 
-        show_bar = sys.stderr.isatty() and not options["no_progress"] and options.get("verbosity", 1) > 0
-        bar = None
-        if show_bar:
-            from tqdm import tqdm
+        with Progress(self, options, total=len(jobs), unit="question", desc="warm") as progress:
 
-            bar = tqdm(total=len(jobs), unit="question", desc="warm", file=sys.stderr)
+            def report(job: tuple[str, str], outcome: Outcome) -> None:
+                if outcome[0] == "failed":
+                    progress.failed(f"FAILED [{job[0]}] {job[1]}: {outcome[1]}")
+                progress.advance()
 
-        def report(job: tuple[str, str], outcome: Outcome) -> None:
-            if outcome[0] == "failed":
-                message = f"FAILED [{job[0]}] {job[1]}: {outcome[1]}"
-                if bar is not None:
-                    bar.write(message, file=sys.stderr)
-                else:
-                    self.stderr.write(message)
-            if bar is not None:
-                bar.update(1)
-
-        started = time.perf_counter()
-        outcomes = _run(jobs, concurrency, report)
-        if bar is not None:
-            bar.close()
+            started = time.perf_counter()
+            outcomes = _run(jobs, concurrency, report)
         counts = {kind: sum(1 for o, _ in outcomes if o == kind) for kind in ("warmed", "cached", "failed")}
         summary = (
             f"Warmed {counts['warmed']}, already cached {counts['cached']}, failed {counts['failed']} "

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from rag.generation import PROMPT_VERSION, STOPWORDS
 from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL, Collection
@@ -222,15 +222,11 @@ def safely(what: str, fn: Callable[..., T], *args: Any, default: T) -> T:
         with _savepoint():
             return fn(*args)
     except Exception as exc:
-        logger.warning("semantic cache: %s failed: %s", what, exc, exc_info=not _is_database_error(exc))
+        # A database error is expected here (a broken table, a lost connection); anything else is
+        # a bug worth its traceback.
+        logger.warning("semantic cache: %s failed: %s", what, exc, exc_info=not isinstance(exc, DatabaseError))
         record_error()
         return default
-
-
-def _is_database_error(exc: BaseException) -> bool:
-    from django.db import DatabaseError
-
-    return isinstance(exc, DatabaseError)
 
 
 def increment_sql(counts: dict[str, int]) -> tuple[str, list[Any]]:
@@ -271,10 +267,6 @@ def record_error() -> None:
 def lookup_counter(cache: str) -> str:
     """The counter of a query's cache outcome: exact, semantic, miss or bypass."""
     return {"exact": "exact_hits", "semantic": "semantic_hits", "miss": "misses"}.get(cache, "bypasses")
-
-
-def count_lookup(cache: str) -> None:
-    count(**{lookup_counter(cache): 1})
 
 
 # SCOPE AND HITS

@@ -95,9 +95,6 @@ class CachedAnswer(models.Model):
     def __str__(self) -> str:
         return self.question[:80]
 
-    def age_seconds(self, now: datetime) -> float:
-        return (now - self.created_at).total_seconds()
-
     def is_fresh(self, now: datetime, ttl_seconds: int) -> bool:
         """Servable as a normal hit: younger than the TTL (hits never extend it)."""
         return now < self.created_at + timedelta(seconds=ttl_seconds)

@@ -210,7 +210,9 @@ def test_entries_expire_after_the_ttl_and_hits_do_not_extend_it(client, corpus, 
     assert ask(client, YIELD_Q)["cache"] == "miss"
     clock.advance(99)
     assert ask(client, YIELD_Q)["cache"] == "exact"
+    assert CachedAnswer.objects.get(collection=corpus).is_fresh(cache.now(), 100)
     clock.advance(2)  # 101 s after creation; the hit at 99 s did not restart the clock
+    assert not CachedAnswer.objects.get(collection=corpus).is_fresh(cache.now(), 100)
     assert ask(client, YIELD_Q)["cache"] == "miss"  # answered afresh, replacing the expired entry
     assert CachedAnswer.objects.filter(collection=corpus).count() == 1
     assert cache.stats()["expirations"] == before["expirations"] + 1

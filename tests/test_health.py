@@ -125,7 +125,9 @@ def test_an_unreachable_database_makes_ready_503_and_live_200(tmp_path):
     assert answers["/health"][0] == 503 and answers["/health"][1]["database"] is False
 
 
-def test_probes_are_never_throttled(client, db, settings):
-    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "2/minute"}
+def test_probes_are_never_throttled(client, db, resilience_config):
+    resilience_config(access={"ip_rate": "2/minute"})
     statuses = [client.get(path).status_code for _ in range(4) for path in ("/health/live", "/health/ready", "/health")]
     assert set(statuses) == {200}
+    # The same rate does throttle the API itself.
+    assert [client.get("/api/documents").status_code for _ in range(3)] == [200, 200, 429]

@@ -166,7 +166,7 @@ def test_semantic_cache_metrics_are_503_without_the_database(client):
     assert response.json()["error"]["code"] == "unavailable"
 
 
-def test_scrapes_are_not_throttled(client, db, settings, resilience_config):
-    settings.RAGSITE_ACCESS = {**settings.RAGSITE_ACCESS, "ip_rate": "2/minute"}
+def test_scrapes_are_not_throttled(client, db, resilience_config):
+    resilience_config(access={"ip_rate": "2/minute"})
     statuses = [client.get(path).status_code for _ in range(4) for path in ENDPOINTS[:3]]
     assert set(statuses) == {200}

@@ -114,3 +114,33 @@ def key_client(client, api_key):
     """Django's test client sending a valid API key with every request."""
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     return client
+
+
+@pytest.fixture
+def ollama_facilities(fake_ollama, resilience_config, write_files):
+    """A small 'facilities' collection embedded by the fake Ollama, which also writes the answers.
+
+    Returns the fake, its counters reset after the ingestion.
+    """
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    resilience_config(
+        provider={
+            "ollama_base_url": fake_ollama.url,
+            "embedding_backend": "ollama",
+            "embedding_model": "all-minilm",
+            "generation_backend": "ollama",
+        }
+    )
+    root = write_files(
+        {
+            "boilers.txt": "The boiler room is in the basement. Boilers are serviced every October.",
+            "parking.txt": "Staff parking is behind building B. Visitors park at the front gate.",
+            "lunch.txt": "The canteen serves lunch from noon until two in the afternoon.",
+        }
+    )
+    call_command("ingest", str(root), "--collection", "facilities", "--no-progress", stdout=StringIO())
+    fake_ollama.reset_counters()
+    return fake_ollama

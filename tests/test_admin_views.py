@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from io import StringIO
 
 import numpy as np
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from rag.models import Collection, Document, QueryLog
@@ -28,23 +26,8 @@ def fresh_settings():
 
 
 @pytest.fixture
-def facilities(fake_ollama, resilience_config, write_files) -> Collection:
-    """A small collection embedded by the fake Ollama, which also writes the answers."""
-    resilience_config(
-        provider={
-            "ollama_base_url": fake_ollama.url,
-            "embedding_backend": "ollama",
-            "embedding_model": "all-minilm",
-            "generation_backend": "ollama",
-        }
-    )
-    root = write_files(
-        {
-            "boilers.txt": "The boiler room is in the basement. Boilers are serviced every October.",
-            "parking.txt": "Staff parking is behind building B. Visitors park at the front gate.",
-        }
-    )
-    call_command("ingest", str(root), "--collection", "facilities", "--no-progress", stdout=StringIO())
+def facilities(ollama_facilities) -> Collection:
+    """The small collection embedded and answered by the fake Ollama (see conftest)."""
     return Collection.objects.get(name="facilities")
 
 

@@ -37,29 +37,6 @@ def ollama_generation(fake_ollama, resilience_config):
     return fake_ollama
 
 
-@pytest.fixture
-def ollama_corpus(fake_ollama, resilience_config, write_files):
-    """A collection embedded by the fake Ollama, and every model call going to it."""
-    resilience_config(
-        provider={
-            "ollama_base_url": fake_ollama.url,
-            "embedding_backend": "ollama",
-            "embedding_model": "all-minilm",
-            "generation_backend": "ollama",
-        }
-    )
-    root = write_files(
-        {
-            "boilers.txt": "The boiler room is in the basement. Boilers are serviced every October.",
-            "parking.txt": "Staff parking is behind building B. Visitors park at the front gate.",
-            "lunch.txt": "The canteen serves lunch from noon until two in the afternoon.",
-        }
-    )
-    call_command("ingest", str(root), "--collection", "facilities", "--no-progress", stdout=StringIO())
-    fake_ollama.reset_counters()
-    return fake_ollama
-
-
 def test_generated_answer_comes_from_ollama(client, demo_corpus, ollama_generation):
     body = ask(client)
     assert body["generator"] == "ollama"
@@ -108,8 +85,8 @@ def test_unknown_model_is_reported_and_does_not_open_the_breaker(
     assert ollama_generation.count("/api/chat") == 6  # never retried, never short-circuited
 
 
-def test_embedding_fault_falls_back_to_full_text_retrieval(client, ollama_corpus):
-    ollama_corpus.set_mode("down")
+def test_embedding_fault_falls_back_to_full_text_retrieval(client, ollama_facilities):
+    ollama_facilities.set_mode("down")
     body = ask(client, "When is lunch served in the canteen?", collection="facilities")
     assert body["degraded"] is True
     assert body["degraded_reason"].startswith("embeddings unavailable: connection refused")
@@ -117,42 +94,42 @@ def test_embedding_fault_falls_back_to_full_text_retrieval(client, ollama_corpus
     assert "[1]" in body["answer"]
 
 
-def test_wrong_dimension_is_a_failure_not_a_silent_mismatch(client, ollama_corpus):
-    ollama_corpus.set_mode("wrong_dim", paths=["/api/embed"], dim=100)
+def test_wrong_dimension_is_a_failure_not_a_silent_mismatch(client, ollama_facilities):
+    ollama_facilities.set_mode("wrong_dim", paths=["/api/embed"], dim=100)
     body = ask(client, "Where do staff park?", collection="facilities")
     assert body["degraded"] is True
     assert "malformed response" in body["degraded_reason"]
     assert body["sources"][0]["source"].endswith("parking.txt")
 
 
-def test_healthy_ollama_answers_from_both_retrievers(client, ollama_corpus):
+def test_healthy_ollama_answers_from_both_retrievers(client, ollama_facilities):
     body = ask(client, "Where do staff park?", collection="facilities")
     assert body["degraded"] is False
     assert body["generator"] == "ollama"
     assert body["sources"][0]["source"].endswith("parking.txt")
-    assert ollama_corpus.count("/api/embed") == 1 and ollama_corpus.count("/api/chat") == 1
+    assert ollama_facilities.count("/api/embed") == 1 and ollama_facilities.count("/api/chat") == 1
 
 
-def test_open_breaker_answers_without_touching_the_network(client, ollama_corpus, resilience_config):
+def test_open_breaker_answers_without_touching_the_network(client, ollama_facilities, resilience_config):
     resilience_config(breaker={"failure_threshold": 2, "recovery_timeout": 60.0})
-    ollama_corpus.set_mode("status", status=500)
+    ollama_facilities.set_mode("status", status=500)
     for _ in range(2):
         ask(client, "Where do staff park?", collection="facilities")
     assert get_breaker("embed").state == "open" and get_breaker("chat").state == "open"
-    before = ollama_corpus.total_requests
+    before = ollama_facilities.total_requests
     for _ in range(5):
         body = ask(client, "Where do staff park?", collection="facilities")
         assert body["degraded_reason"] == "embeddings unavailable: circuit open; generation unavailable: circuit open"
         assert body["sources"][0]["source"].endswith("parking.txt")
-    assert ollama_corpus.total_requests == before
+    assert ollama_facilities.total_requests == before
 
 
-def test_service_recovers_by_itself_when_ollama_comes_back(client, ollama_corpus, resilience_config):
+def test_service_recovers_by_itself_when_ollama_comes_back(client, ollama_facilities, resilience_config):
     resilience_config(breaker={"failure_threshold": 1, "recovery_timeout": 0.2, "success_threshold": 1})
-    ollama_corpus.set_mode("down")
+    ollama_facilities.set_mode("down")
     assert ask(client, "Where do staff park?", collection="facilities")["degraded"] is True
     assert get_breaker("embed").state == "open"
-    ollama_corpus.set_mode("healthy")
+    ollama_facilities.set_mode("healthy")
     time.sleep(0.3)  # the recovery timeout: the next call is a half-open trial
     body = ask(client, "Where do staff park?", collection="facilities")
     assert body["degraded"] is False and body["generator"] == "ollama"

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import random
 import re
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+
+from ragsite.liveserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 POPULAR = [
@@ -61,12 +63,6 @@ class Sample:
         return self.started + self.latency_ms / 1000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -74,18 +70,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def wait_ready(base: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                # Both workers must have loaded the model: two answered queries in a row.
-                for _ in range(4):
-                    requests.post(f"{base}/api/query", json={"question": "warm up?"}, timeout=30)
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("gunicorn did not become ready")
+def warm_up(base: str) -> None:
+    """Both workers load the model before the clock starts: a few answered queries in a row."""
+    for _ in range(4):
+        requests.post(f"{base}/api/query", json={"question": "warm up?"}, timeout=60)
 
 
 def main(argv: list[str]) -> int:
@@ -119,48 +107,38 @@ def main(argv: list[str]) -> int:
     )
     connection.close()
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    fake = FakeOllama(latency=0.2)
-    fake.start()
-    metrics_dir = ROOT / "var" / f"bench-prometheus-{port}"
+    run_id = os.getpid()
+    metrics_dir = ROOT / "var" / f"bench-prometheus-{run_id}"
+    log_path = ROOT / "var" / f"bench-load-{run_id}.log"
     env = {
-        **os.environ,
-        "RAGSITE_BIND": f"127.0.0.1:{port}",
-        "RAGSITE_WORKERS": "2",
-        "RAGSITE_THREADS": "16",
-        "RAGSITE_ACCESS_LOG": "0",
         "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         # Workers connect through the socket and cannot restart the server themselves, so a
         # stopped Postgres stays down for as long as the benchmark keeps it down.
         "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
     }
-    # The workers read these from the admin-edited settings rows; restored afterwards.
-    settings_change = saved_settings(
-        provider={"ollama_base_url": fake.url, "generation_backend": "ollama"},
-        breaker={"recovery_timeout": args.recovery_timeout},
-        pool={"connect_timeout": 2.0, "read_timeout": 10.0},
-        # 50 clients on one address: the per-address throttle would turn most of the load into 429s.
-        access={"ip_rate": ""},
-    )
-    settings_change.__enter__()
-    connection.close()
-    log_path = ROOT / "var" / f"bench-load-{port}.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "ragsite/gunicorn_conf.py", "ragsite.wsgi"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     samples: list[Sample] = []
     created: list[int] = []
     lock = threading.Lock()
-    try:
-        wait_ready(base, time.monotonic() + 120)
+    # Undone in reverse: the server stops, Postgres is started again whatever happened, the
+    # settings rows are restored, the fake Ollama stops, the metrics files go.
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, metrics_dir, True)
+        fake = stack.enter_context(FakeOllama(latency=0.2))
+        # The workers read these from the admin-edited settings rows.
+        stack.enter_context(
+            saved_settings(
+                provider={"ollama_base_url": fake.url, "generation_backend": "ollama"},
+                breaker={"recovery_timeout": args.recovery_timeout},
+                pool={"connect_timeout": 2.0, "read_timeout": 10.0},
+                # 50 clients on one address: the per-address throttle would turn most of the load into 429s.
+                access={"ip_rate": ""},
+            )
+        )
+        stack.callback(embedded_db.socket_dir, data_dir)
+        connection.close()
+        base = stack.enter_context(serve(log_path, workers=2, threads=16, env=env, ready_timeout=120))
+        warm_up(base)
         start = time.monotonic()
         stop_at = start + args.seconds
         fault_start, fault_end = args.fault_at, args.fault_at + fault_for
@@ -204,7 +182,7 @@ def main(argv: list[str]) -> int:
                 n += 1
                 t0 = time.monotonic()
                 payload = {
-                    "title": f"Load note {port}-{n}",
+                    "title": f"Load note {run_id}-{n}",
                     "text": f"Load test note number {n} about lighthouses.",
                     "collection": "bench-load",
                 }
@@ -256,19 +234,6 @@ def main(argv: list[str]) -> int:
             docs_after_ids.update(d["id"] for d in listing["results"])
             page = listing["next"]
         lost = sorted(set(created) - docs_after_ids)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        fake.stop()
-        log.close()
-        embedded_db.socket_dir(data_dir)
-        settings_change.__exit__(None, None, None)
-        import shutil
-
-        shutil.rmtree(metrics_dir, ignore_errors=True)
 
     # Clean up the documents the writer added (through the ORM: the server is gone).
     from rag.models import Collection

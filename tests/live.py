@@ -7,25 +7,12 @@ transaction.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import requests
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ragsite.liveserver import serve
 
 
 def test_database_url() -> str:
@@ -40,58 +27,10 @@ def test_database_url() -> str:
 
 @contextmanager
 def live_server(tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start gunicorn on a free loopback port; yield its base URL; stop it afterwards."""
-    port = free_port()
-    metrics_dir = tmp_path / f"prometheus-{port}"
+    """gunicorn on the test database; yields its base URL, stops it afterwards."""
+    run = uuid.uuid4().hex[:8]
+    metrics_dir = tmp_path / f"prometheus-{run}"
     metrics_dir.mkdir()
-    full_env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "RAGSITE_BIND": f"127.0.0.1:{port}",
-        "RAGSITE_WORKERS": str(workers),
-        "RAGSITE_THREADS": "4",
-        "RAGSITE_ACCESS_LOG": "0",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        **(env or {}),
-    }
-    log_path = tmp_path / f"gunicorn-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-c", "ragsite/gunicorn_conf.py", "ragsite.wsgi"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {log_path.read_text()[-2000:]}")
-            # Only once our gunicorn has bound the port: another server may briefly hold it.
-            if f"Listening at: {base}" in log_path.read_text():
-                try:
-                    if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start: {log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
+    full_env = {"DATABASE_URL": test_database_url(), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **(env or {})}
+    with serve(tmp_path / f"gunicorn-{run}.log", workers=workers, env=full_env) as base:
         yield base
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server started in its own session, and everything it started."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -18,6 +18,7 @@ from django.db import connection, connections, transaction
 from rag.embeddings import LocalEmbedder
 from rag.models import Collection, Document, QueryLog
 from rag.services import SourceItem, answer_question, delete_document, ingest_document, ingest_items
+from ragsite import liveserver
 from resilience import cache
 from resilience.models import CachedAnswer
 from tests import live
@@ -502,7 +503,7 @@ def test_identical_misses_in_two_processes_make_one_model_call(shared_corpus, fa
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", "DATABASE_URL": live.test_database_url()}
     child = subprocess.Popen(
         [sys.executable, "-c", ASK_IN_A_SUBPROCESS, json.dumps(provider), YIELD_Q, shared_corpus],
-        cwd=live.ROOT,
+        cwd=liveserver.ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -28,12 +28,14 @@ HTTP_BY_VIEW = "django_http_requests_total_by_view_transport_method_total"
 @pytest.fixture
 def gunicorn(demo_corpus, tmp_path, django_db_blocker) -> Iterator[tuple[str, Path]]:
     """gunicorn with 2 workers on the test database; yields (base URL, its metrics directory)."""
-    env = {
+    from resilience.testing import saved_settings
+
+    with (
+        django_db_blocker.unblock(),
         # Cached answers would be committed to the shared test database and surprise later tests.
-        "RAGSITE_CACHE_ENABLED": "0",
-        "RAGSITE_ACCESS_IP_RATE": "100000/minute",
-    }
-    with django_db_blocker.unblock(), live_server(tmp_path, workers=2, env=env) as url:
+        saved_settings(cache={"enabled": False}),
+        live_server(tmp_path, workers=2) as url,
+    ):
         yield url, next(tmp_path.glob("prometheus-*"))
 
 

@@ -193,8 +193,8 @@ def copy_entries(collection_id: int, model: str, questions: list[str], vectors: 
     from pgvector.psycopg import register_vector
     from psycopg.types.json import Jsonb
 
+    from rag import answer_cache as cache
     from rag.generation import PROMPT_VERSION
-    from resilience import cache
 
     connection.ensure_connection()
     raw = connection.connection
@@ -216,10 +216,11 @@ def copy_entries(collection_id: int, model: str, questions: list[str], vectors: 
 def build_index(model: str) -> float:
     from django.db import connection
 
-    from resilience import cache
-    from resilience.models import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M
+    from rag import answer_cache as cache
+    from rag.models import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M
+    from rag.sql import hnsw_index_name
 
-    name = cache.answer_index_name(model, 384)
+    name = hnsw_index_name("cachedanswer", model, 384)
     t = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS {name}")
@@ -238,11 +239,12 @@ def scoped_plan(scope: Any, vector: np.ndarray) -> list[str]:
     """EXPLAIN ANALYZE of the scoped nearest-neighbour query, the vector literal elided."""
     from django.db import connection, transaction
 
-    from resilience import cache
+    from rag import answer_cache as cache
+    from rag.sql import vector_literal
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.ef_search = %s", [cache.EF_SEARCH])
-        literal = cache._literal(vector)
+        literal = vector_literal(vector)
         cursor.execute(
             f"EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM {cache.ANSWERS} WHERE {cache._SCOPE_SQL} "
             "AND created_at > %s ORDER BY (embedding::vector(384)) <=> %s::vector(384) LIMIT 5",
@@ -256,12 +258,13 @@ def exact_plan(scope: Any) -> list[str]:
     """EXPLAIN ANALYZE of the exact lookup (a probe of the unique index: question hash in scope)."""
     from django.db import connection, transaction
 
-    from resilience import cache
+    from rag import answer_cache as cache
+    from rag.text import question_hash
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"EXPLAIN (ANALYZE, COSTS OFF) {cache._EXACT_SQL}",
-            [*scope.params(), cache.question_hash("no such question"), cache.now() - timedelta(hours=1), cache.now()],
+            [*scope.params(), question_hash("no such question"), cache.now() - timedelta(hours=1), cache.now()],
         )
         return [row[0] for row in cursor.fetchall()]
 
@@ -274,7 +277,9 @@ def plan_kind(plan: list[str]) -> str:
 
 
 def measure_lookups(scope: Any, questions: list[str], query_vectors: np.ndarray, matrix: np.ndarray) -> dict[str, Any]:
-    from resilience import cache, config
+    from rag import answer_cache as cache
+    from rag import cache_counters
+    from resilience import config
 
     for i in range(20):  # warm-up: connection, plan cache, index pages
         cache.lookup_semantic(scope, questions[i % len(questions)], query_vectors[i % len(query_vectors)])
@@ -294,7 +299,7 @@ def measure_lookups(scope: Any, questions: list[str], query_vectors: np.ndarray,
         bests.append(best)
     gaps, exact_top, same_decision = [], 0, 0
     for vector, best in zip(query_vectors, bests, strict=True):
-        top = cache.safely("nearest", _nearest, scope, vector, default=[])
+        top = cache_counters.safely("nearest", _nearest, scope, vector, default=[])
         found = top[0][2] if top else -1.0
         gaps.append(max(0.0, best - found))
         exact_top += abs(found - best) < 1e-4
@@ -314,7 +319,7 @@ def measure_lookups(scope: Any, questions: list[str], query_vectors: np.ndarray,
 
 
 def _nearest(scope: Any, vector: np.ndarray) -> list[tuple]:
-    from resilience import cache
+    from rag import answer_cache as cache
 
     return cache.nearest(scope, vector, valid_after=cache.now() - timedelta(hours=1))
 
@@ -322,9 +327,9 @@ def _nearest(scope: Any, vector: np.ndarray) -> list[tuple]:
 def lookup_benchmark(
     sizes: list[int], n_queries: int, base_questions: list[str], base_vectors: np.ndarray, pid: int
 ) -> tuple[dict[str, Any], list[str]]:
+    from rag import answer_cache as cache
     from rag.generation import PROMPT_VERSION
     from rag.models import Collection
-    from resilience import cache
 
     rng = np.random.default_rng(42)
     model = f"bench/perturbed-minilm-{pid}"
@@ -401,8 +406,8 @@ def lookup_benchmark(
 def e2e_benchmark(pid: int, repeat: int) -> dict[str, float]:
     from django.test import Client
 
+    from rag.ingestion import demo_items, ingest_items
     from rag.models import Collection
-    from rag.services import demo_items, ingest_items
     from resilience import config
     from resilience.testing import FakeOllama
 
@@ -489,8 +494,9 @@ def e2e_benchmark(pid: int, repeat: int) -> dict[str, float]:
 
 
 def workload_benchmark(pid: int, embedder: Any) -> dict[str, dict[str, float]]:
+    from rag import answer_cache as cache
     from rag.models import Collection
-    from resilience import cache, config
+    from resilience import config
 
     collection = Collection.objects.create(name=f"bench-cache-{pid}-workload")
     scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=5)
@@ -576,10 +582,12 @@ def main(argv: list[str]) -> int:
     from django.db import connection
     from django.db.migrations.recorder import MigrationRecorder
 
+    from rag import answer_cache as cache
+    from rag import cache_counters
     from rag.embeddings import LocalEmbedder
-    from rag.models import Collection, QueryLog
-    from resilience import cache, config
-    from resilience.models import CacheCounter, CachedEmbedding
+    from rag.models import CacheCounter, CachedEmbedding, Collection, QueryLog
+    from rag.sql import hnsw_index_name
+    from resilience import config
 
     applied = MigrationRecorder(connection).applied_migrations()
     if not {("rag", "0003_querylog"), ("resilience", "0001_initial")} <= set(applied):
@@ -607,7 +615,7 @@ def main(argv: list[str]) -> int:
             print("   ", line)
         Collection.objects.filter(name__startswith=f"bench-cache-{pid}-").delete()
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX IF EXISTS {cache.answer_index_name(model, 384)}")
+            cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name('cachedanswer', model, 384)}")
         print("\n== end to end, Django test client")
         e2e = e2e_benchmark(pid, args.repeat)
         print("\n== paraphrase workload (demo corpus topics)")
@@ -618,11 +626,13 @@ def main(argv: list[str]) -> int:
         QueryLog.objects.filter(collection__startswith=f"bench-cache-{pid}-").delete()
         CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX IF EXISTS {cache.answer_index_name(model, 384)}")
+            cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name('cachedanswer', model, 384)}")
             for name, value in CacheCounter.objects.values_list("name", "value"):
                 delta = value - counters_before.get(name, 0)
                 if delta:
-                    cursor.execute(f"UPDATE {cache.COUNTERS} SET value = value - %s WHERE name = %s", [delta, name])
+                    cursor.execute(
+                        f"UPDATE {cache_counters.COUNTERS} SET value = value - %s WHERE name = %s", [delta, name]
+                    )
             cursor.execute(f"VACUUM ANALYZE {cache.ANSWERS}")
 
     largest = f"{sizes[-1] // 1000}k"

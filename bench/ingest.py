@@ -24,9 +24,9 @@ def main(argv: list[str]) -> int:
 
     from rag.chunking import chunk_text
     from rag.embeddings import LocalEmbedder
+    from rag.ingestion import demo_items, embedding_input, ingest_items
     from rag.models import Collection
     from rag.readers import parse_bytes
-    from rag.services import demo_items, embedding_input, ingest_items
 
     items = list(demo_items())
     if args.limit:

@@ -1,22 +1,30 @@
 """The admin of collections, documents and the query log.
 
 Documents are written by ingestion only: the admin lists them, re-ingests file-backed ones and
-deletes through ``rag.services`` so the collection's corpus version moves and stale cached answers
+deletes through ``rag.ingestion`` so the collection's corpus version moves and stale cached answers
 are never served.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
 
-from rag import services
-from rag.models import ApiKey, Chunk, Collection, Document, QueryLog
+from rag import cache_counters, ingestion
+from rag.models import ApiKey, CachedAnswer, Chunk, Collection, Document, QueryLog
+from resilience import config
 
 
 def _chunk_count(**filters: Any) -> Subquery:
@@ -74,11 +82,11 @@ class DocumentAdmin(admin.ModelAdmin):
         return obj.chunks_n or 0  # type: ignore[attr-defined]
 
     def delete_model(self, request: HttpRequest, obj: Document) -> None:
-        services.delete_document(document=obj)
+        ingestion.delete_document(document=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
         for document in queryset.select_related("collection"):
-            services.delete_document(document=document)
+            ingestion.delete_document(document=document)
 
     @admin.action(description="Re-ingest selected documents from their files", permissions=["change"])
     def reingest(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
@@ -91,7 +99,7 @@ class DocumentAdmin(admin.ModelAdmin):
             else:
                 skipped += 1
         for collection, files in sorted(paths.items()):
-            report = services.ingest_paths(paths=files, collection_name=collection)
+            report = ingestion.ingest_paths(paths=files, collection_name=collection)
             level = messages.ERROR if report.failures or report.aborted else messages.SUCCESS
             detail = f" Stopped: {report.aborted}." if report.aborted else ""
             failures = "".join(f" {r.source}: {r.reason}." for r in report.failures)
@@ -163,3 +171,82 @@ class ApiKeyAdmin(admin.ModelAdmin):
             key.revoke()
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+# THE ANSWER CACHE
+
+
+@admin.register(CachedAnswer)
+class CachedAnswerAdmin(admin.ModelAdmin):
+    list_display = ["short_question", "collection", "hit_count", "last_hit", "age", "expires"]
+    list_filter = ["collection", "generation", "embedding_model"]
+    search_fields = ["question", "answer"]
+    date_hierarchy = "created_at"
+    change_list_template = "admin/rag/cachedanswer/change_list.html"
+    exclude = ["embedding"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CachedAnswer]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("collection")
+            .annotate(hit_count=Coalesce("usage__hits", 0), last_hit=F("usage__last_hit_at"))
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="question", ordering="question")
+    def short_question(self, obj: CachedAnswer) -> str:
+        return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"
+
+    @admin.display(description="hits", ordering="hit_count")
+    def hit_count(self, obj: CachedAnswer) -> int:
+        return obj.hit_count  # type: ignore[attr-defined]
+
+    @admin.display(description="last hit", ordering="last_hit")
+    def last_hit(self, obj: CachedAnswer) -> str:
+        return f"{timesince(obj.last_hit)} ago" if obj.last_hit else "—"  # type: ignore[attr-defined]
+
+    @admin.display(description="age", ordering="-created_at")
+    def age(self, obj: CachedAnswer) -> str:
+        return timesince(obj.created_at)
+
+    @admin.display(description="expires", ordering="created_at")
+    def expires(self, obj: CachedAnswer) -> str:
+        expiry = obj.created_at + timedelta(seconds=config.current().cache.ttl_seconds)
+        if expiry <= timezone.now():
+            return f"expired {timesince(expiry)} ago"
+        return f"in {timesince(timezone.now(), expiry)}"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("flush/", self.admin_site.admin_view(self.flush_view), name="rag_cachedanswer_flush"),
+            *super().get_urls(),
+        ]
+
+    def flush_view(self, request: HttpRequest) -> HttpResponse:
+        """Ask, then delete every cached answer (the counters and the embedding cache stay)."""
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        changelist = reverse("admin:rag_cachedanswer_changelist")
+        if request.method == "POST":
+            _, deleted = CachedAnswer.objects.all().delete()
+            count = deleted.get(CachedAnswer._meta.label, 0)
+            messages.success(request, f"Flushed the semantic cache: {count} answers deleted.")
+            return HttpResponseRedirect(changelist)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Flush the semantic cache?",
+            "opts": self.model._meta,
+            "entries": CachedAnswer.objects.count(),
+            "changelist_url": changelist,
+        }
+        return TemplateResponse(request, "admin/rag/cachedanswer/flush.html", context)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra = {"cache_stats": cache_counters.stats(), "can_flush": self.has_delete_permission(request)}
+        return super().changelist_view(request, {**extra, **(extra_context or {})})

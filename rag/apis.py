@@ -19,7 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from rag.access import DocumentAccess
+from rag.answers import answer_question, stream_answer
+from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
+from rag.ingestion import FileStatus, delete_document, ingest_document
 from rag.models import Document
 from rag.parsers import SafeJSONParser
 from rag.readers import MEDIA_TYPES
@@ -32,7 +35,6 @@ from rag.serializers import (
     QueryOutSerializer,
     error_responses,
 )
-from rag.services import CollectionNotFound, answer_question, delete_document, ingest_document, stream_answer
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +148,13 @@ class DocumentListApi(generics.ListAPIView):
             media_type=media_type,
             title=(data.get("title") or "").strip(),
         )
-        if result.status == "failed":
+        if result.status == FileStatus.FAILED:
             if result.reason.startswith("embedding"):
                 raise ServiceUnavailable(f"Could not ingest: {result.reason}")
             raise ValidationError({"file" if upload is not None else "text": [result.reason]})
         document = Document.objects.annotate(chunk_count=Count("chunks")).get(pk=result.document_id)
         body = {"status": result.status, "chunks": result.chunks, "document": document}
-        code = status.HTTP_201_CREATED if result.status == "new" else status.HTTP_200_OK
+        code = status.HTTP_201_CREATED if result.status == FileStatus.NEW else status.HTTP_200_OK
         return Response(IngestResultSerializer(body).data, status=code)
 
 

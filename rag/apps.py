@@ -5,3 +5,16 @@ class RagConfig(AppConfig):
     name = "rag"
     verbose_name = "Documents and questions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from prometheus_client import REGISTRY
+
+        from rag import checks, metrics, reembedding
+        from resilience import admin as resilience_admin
+
+        # The provider settings' admin asks the domain which chunks a model change would strand.
+        resilience_admin.use_stale_chunk_finder(reembedding.stale_chunk_summary)
+        # Served from the global registry outside gunicorn (ragsite.metrics composes it under it).
+        if metrics.cache_collector not in REGISTRY._collector_to_names:
+            REGISTRY.register(metrics.cache_collector)
+        checks.register()

@@ -9,16 +9,15 @@ compared.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from typing import Protocol
 
 import numpy as np
-from django.db import connection
 
+from rag import sql
+from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL, Chunk
 from resilience import config
-
-_INDEX_NAME_UNSAFE = re.compile(r"[^a-z0-9]+")
+from resilience.client import get_client
 
 
 class Embedder(Protocol):
@@ -87,8 +86,6 @@ class OllamaEmbedder:
         self.batch_size = batch_size
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        from resilience.client import get_client
-
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         client = get_client()
@@ -107,32 +104,17 @@ def get_embedder() -> Embedder:
     return LocalEmbedder(model, batch_size=provider.embedding_batch_size)
 
 
-_indexed: set[tuple[str, int]] = set()
-
-
-def vector_index_name(model_name: str, dimensions: int) -> str:
-    slug = _INDEX_NAME_UNSAFE.sub("_", model_name.lower()).strip("_")[:30]
-    return f"chunk_emb_{slug}_{dimensions}_hnsw"
+_indexed: set[tuple[str, int]] = {(DEFAULT_MODEL, DEFAULT_DIMENSIONS)}
 
 
 def ensure_vector_index(model_name: str, dimensions: int) -> None:
-    """Create the partial HNSW index for a model other than the default one, once.
+    """Give the chunks of a model other than the default one their partial HNSW index, once.
 
-    The default model's index ships in the migrations; another model (say an Ollama one with
-    768 dimensions) gets its own index over ``embedding::vector(N)`` restricted to its rows, so
-    its queries use an index too.
+    An Ollama model with 768 dimensions, say, gets its own index over ``embedding::vector(768)``
+    restricted to its rows, so its queries use an index too.
     """
-    from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL
-
     key = (model_name, dimensions)
-    if key in _indexed or key == (DEFAULT_MODEL, DEFAULT_DIMENSIONS):
+    if key in _indexed:
         return
-    name = vector_index_name(model_name, dimensions)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE INDEX IF NOT EXISTS {name} ON rag_chunk USING hnsw "
-            f"((embedding::vector({int(dimensions)})) vector_cosine_ops) "
-            "WHERE embedding_model = %s",
-            [model_name],
-        )
+    sql.create_hnsw_index(table=Chunk._meta.db_table, prefix="chunk_emb", model_name=model_name, dimensions=dimensions)
     _indexed.add(key)

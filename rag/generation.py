@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from rag.chunking import split_sentences
 from rag.retrieval import RetrievedChunk
+from rag.text import content_words, stem
+from resilience import config
+from resilience.client import get_client
 
 PROMPT_VERSION = "1"
 SYSTEM_PROMPT = (
@@ -20,83 +23,6 @@ SYSTEM_PROMPT = (
     "with their numbers in square brackets, like [1] or [2][3]. If the passages do not contain "
     "the answer, say that you do not know. Be concise."
 )
-
-_WORD = re.compile(r"[a-z0-9_]+")
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "should",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "about",
-        "explain",
-        "tell",
-    ]
-)
-
-
-def content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
-
-
-def _stem(word: str) -> str:
-    """A crude stem (first five letters) so 'yields' matches 'yield' and 'iterator' 'iteration'."""
-    return word[:5]
-
 
 _RULE_LINE = re.compile(r"^\s*[-=*~^#_`]{3,}\s*$")
 
@@ -115,24 +41,17 @@ def prose_sentences(text: str) -> list[str]:
     return sentences
 
 
-@dataclass
-class GeneratedAnswer:
-    text: str
-    generator: str
-    model: str | None = None
-
-
 def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int = 3) -> str:
     """The sentences that best answer the question, each followed by its source number."""
     if not chunks:
         return ""
-    terms = {_stem(w) for w in content_words(question)}
+    terms = {stem(w) for w in content_words(question)}
     candidates: list[tuple[float, int, int, str]] = []
     for number, chunk in enumerate(chunks, start=1):
         for position, sentence in enumerate(prose_sentences(chunk.text)):
             if len(sentence) < 20 or len(sentence) > 600:
                 continue
-            words = {_stem(w) for w in content_words(sentence)}
+            words = {stem(w) for w in content_words(sentence)}
             overlap = len(terms & words)
             # Rank prior: the retriever's order matters; early sentences of a passage tend to
             # state the definition.
@@ -157,16 +76,22 @@ def build_messages(question: str, chunks: Sequence[RetrievedChunk]) -> list[dict
     ]
 
 
-def ollama_answer(question: str, chunks: Sequence[RetrievedChunk], *, model: str) -> GeneratedAnswer:
-    """Ask Ollama's chat endpoint; raises resilience.errors.OllamaError when it cannot answer."""
-    from resilience import config
-    from resilience.client import get_client
-
+def _chat_request(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, Any]:
+    """The one chat request both answer paths send: messages, model and options."""
     provider = config.current().provider
-    result = get_client().chat(
-        build_messages(question, chunks),
-        model,
-        options={"num_ctx": provider.num_ctx, "temperature": 0.1},
-        keep_alive=provider.keep_alive,
-    )
-    return GeneratedAnswer(text=result.content.strip(), generator="ollama", model=model)
+    return {
+        "messages": build_messages(question, chunks),
+        "model": provider.generation_model,
+        "options": {"num_ctx": provider.num_ctx, "temperature": 0.1},
+        "keep_alive": provider.keep_alive,
+    }
+
+
+def ollama_answer(question: str, chunks: Sequence[RetrievedChunk]) -> str:
+    """Ask Ollama's chat endpoint; raises resilience.errors.OllamaError when it cannot answer."""
+    return get_client().chat(**_chat_request(question, chunks)).content.strip()
+
+
+def ollama_stream(question: str, chunks: Sequence[RetrievedChunk]) -> Iterator[str]:
+    """The answer's pieces as Ollama streams them; OllamaError before or between pieces."""
+    return get_client().chat_stream(**_chat_request(question, chunks))

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from rag.embeddings import Embedder, ensure_vector_index
+from rag.ingestion import embedding_input
 from rag.models import Chunk, Collection
-from rag.services import embedding_input
 
 
 @dataclass
@@ -36,9 +36,21 @@ class ReembedReport:
         )
 
 
-def chunks_to_reembed(*, collections: Sequence[Collection], model_name: str) -> QuerySet[Chunk]:
-    """The chunks of these collections that another model than ``model_name`` embedded."""
-    return Chunk.objects.filter(collection__in=collections).exclude(embedding_model=model_name)
+def chunks_to_reembed(*, model_name: str, collections: Sequence[Collection] | None = None) -> QuerySet[Chunk]:
+    """The chunks (of these collections, or all) that another model than ``model_name`` embedded."""
+    chunks = Chunk.objects.exclude(embedding_model=model_name)
+    return chunks if collections is None else chunks.filter(collection__in=collections)
+
+
+def stale_chunk_summary(model_name: str) -> list[tuple[str, str, int]]:
+    """(collection, embedding model, chunks) of every chunk another model than ``model_name`` embedded."""
+    rows = (
+        chunks_to_reembed(model_name=model_name)
+        .values_list("collection__name", "embedding_model")
+        .annotate(n=Count("id"))
+        .order_by("collection__name", "embedding_model")
+    )
+    return [(name, model, n) for name, model, n in rows]
 
 
 def reembed_collections(

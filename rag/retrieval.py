@@ -7,10 +7,12 @@ needs no score calibration between the two lists, and a chunk found by both rise
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 
+from rag import sql
 from rag.models import Chunk, Collection
 
 RRF_K = 60
@@ -28,34 +30,44 @@ class RetrievedChunk:
     source: str
     text: str
     score: float
-    vector_rank: int | None = None
-    text_rank: int | None = None
+
+    def as_source(self) -> dict[str, Any]:
+        """The chunk as the API shows a source (and as a cached answer stores it)."""
+        return {
+            "id": self.chunk_id,
+            "document_id": self.document_id,
+            "title": self.title,
+            "source": self.source,
+            "score": self.score,
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_source(cls, source: dict[str, Any]) -> RetrievedChunk:
+        return cls(
+            chunk_id=source["id"],
+            document_id=source["document_id"],
+            title=source["title"],
+            source=source["source"],
+            text=source["text"],
+            score=source["score"],
+        )
 
 
 def vector_search(
     collection: Collection, model_name: str, query_vector: np.ndarray, limit: int
 ) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity) of the nearest chunks embedded by ``model_name``."""
-    dims = int(query_vector.shape[0])
-    literal = "[" + ",".join(f"{x:.7g}" for x in query_vector.tolist()) + "]"
-    # The ORDER BY expression and WHERE clause mirror the partial index definition exactly, so
-    # the planner can use the HNSW index of this model.
-    sql = (
-        f"SELECT id, 1 - ((embedding::vector({dims})) <=> %s::vector({dims})) AS similarity "
-        "FROM rag_chunk WHERE embedding_model = %s AND collection_id = %s "
-        f"ORDER BY (embedding::vector({dims})) <=> %s::vector({dims}) LIMIT %s"
+    rows = sql.nearest(
+        table=Chunk._meta.db_table,
+        columns="id",
+        where="embedding_model = %s AND collection_id = %s",
+        params=[model_name, collection.pk],
+        vector=query_vector,
+        limit=limit,
+        ef_search=EF_SEARCH,
+        min_rows=limit,
     )
-    params = [literal, model_name, collection.pk, literal, limit]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(EF_SEARCH, limit)])
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-        if len(rows) < limit:
-            expected = Chunk.objects.filter(collection=collection, embedding_model=model_name).count()
-            if len(rows) < min(limit, expected):
-                cursor.execute("SET LOCAL enable_indexscan = off")
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
@@ -106,8 +118,6 @@ def hybrid_search(
         return []
     chunks = Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused]).select_related("document")
     by_id = {chunk.pk: chunk for chunk in chunks}
-    vector_rank = {chunk_id: rank for rank, chunk_id in enumerate(vector_ids, start=1)}
-    text_rank = {chunk_id: rank for rank, chunk_id in enumerate(text_ids, start=1)}
     results = []
     for chunk_id, score in fused:
         chunk = by_id.get(chunk_id)
@@ -121,8 +131,6 @@ def hybrid_search(
                 source=chunk.document.source,
                 text=chunk.text,
                 score=round(score, 6),
-                vector_rank=vector_rank.get(chunk_id),
-                text_rank=text_rank.get(chunk_id),
             )
         )
     return results

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from rag.models import Collection, Document, collection_name_validator
+from rag.models import CacheOutcome, Collection, Document, collection_name_validator
 
 
 class QueryInSerializer(serializers.Serializer):
@@ -50,7 +50,7 @@ class QueryOutSerializer(serializers.Serializer):
     collection = serializers.CharField()
     sources = SourceSerializer(many=True)
     cache = serializers.ChoiceField(
-        choices=["exact", "semantic", "miss", "bypass"],
+        choices=CacheOutcome.values,
         help_text="How the answer cache served this: bypass means it was not consulted (use_cache false, "
         "or the cache is disabled).",
     )

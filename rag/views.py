@@ -10,8 +10,9 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from rag.answers import answer_question
+from rag.collections import CollectionNotFound
 from rag.models import Collection, collection_name_validator
-from rag.services import CollectionNotFound, answer_question
 
 logger = logging.getLogger(__name__)
 

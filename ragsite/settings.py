@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ragsite.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
+from resilience.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("RAGSITE_VAR_DIR", str(BASE_DIR / "var")))
@@ -40,7 +40,7 @@ SESSION_COOKIE_HTTPONLY = True
 
 # APPLICATIONS
 INSTALLED_APPS = [
-    "resilience.admin_site.OpsAdminConfig",  # django.contrib.admin with the operations overview
+    "ragsite.admin_site.OpsAdminConfig",  # django.contrib.admin with the operations overview
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "resilience.orders.BreakerOrdersMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]

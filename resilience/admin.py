@@ -1,38 +1,57 @@
-"""The admin of the resilience layer: live settings, breakers across processes, the semantic cache."""
+"""The admin of the resilience layer: live settings and breakers across processes."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from resilience import config, live
+from resilience import live, orders
+from resilience.client import OPERATIONS
 from resilience.config import ProviderConfig
 from resilience.models import (
     AccessSettings,
     BreakerCommand,
     BreakerReport,
     BreakerSettings,
-    CachedAnswer,
     CacheSettings,
     PoolSettings,
     ProviderSettings,
     SettingsRow,
 )
 
-# The client's breakers: the admin can order them even before any process has reported them.
-KNOWN_BREAKERS = ("embed", "chat")
+# What an embedding model change would leave behind: (collection, embedding model, chunks) of the
+# chunks that another model than the given one embedded. Documents are the domain's, so the domain
+# installs its finder at start-up (rag.apps.RagConfig.ready); until then nothing is checked.
+StaleChunkFinder = Callable[[str], list[tuple[str, str, int]]]
+
+
+def _nothing_stale(embedder_name: str) -> list[tuple[str, str, int]]:
+    return []
+
+
+_stale_chunk_finder: StaleChunkFinder = _nothing_stale
+
+
+def use_stale_chunk_finder(finder: StaleChunkFinder) -> None:
+    global _stale_chunk_finder
+    _stale_chunk_finder = finder
+
+
+def stale_chunks(embedder_name: str) -> list[tuple[str, str, int]]:
+    return _stale_chunk_finder(embedder_name)
+
+
 STATE_COLOURS = {"closed": "#2e7d32", "half_open": "#ef6c00", "open": "#c62828"}
 
 
@@ -110,7 +129,7 @@ class ProviderSettingsForm(forms.ModelForm):
         new = self.instance.to_config()
         if new.embedder_name == old:
             return
-        stale = ProviderSettings.chunks_to_reembed(new.embedder_name)
+        stale = stale_chunks(new.embedder_name)
         if stale:
             listed = "; ".join(f"{collection}: {n} chunks of {name}" for collection, name, n in stale)
             command = f"python manage.py reembed --all --backend {new.embedding_backend}"
@@ -136,7 +155,7 @@ class ProviderSettingsAdmin(SettingsAdmin):
     def save_model(self, request: HttpRequest, obj: SettingsRow, form: forms.ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
         name = obj.to_config().embedder_name
-        stale = ProviderSettings.chunks_to_reembed(name)
+        stale = stale_chunks(name)
         if stale:
             total = sum(n for _, _, n in stale)
             messages.warning(
@@ -192,10 +211,7 @@ class AccessSettingsAdmin(SettingsAdmin):
 
 def send_command(request: HttpRequest, action: str, breakers: list[str]) -> None:
     """Order every process's breakers; this process applies it now, the others within a second."""
-    BreakerCommand.objects.bulk_create(
-        BreakerCommand(breaker=name, action=action, requested_by=request.user.get_username()) for name in breakers
-    )
-    live.refresh()
+    orders.give(action, breakers, requested_by=request.user.get_username())
     verb = "Forced open" if action == BreakerCommand.FORCE_OPEN else "Reset to closed"
     messages.success(request, f"{verb}: {', '.join(breakers)}. Every worker process applies it within 2 seconds.")
 
@@ -274,12 +290,12 @@ class BreakerReportAdmin(admin.ModelAdmin):
         action = request.POST.get("action")
         if action not in (BreakerCommand.FORCE_OPEN, BreakerCommand.RESET):
             raise PermissionDenied
-        names = sorted(set(KNOWN_BREAKERS) | set(BreakerReport.objects.values_list("breaker", flat=True)))
+        names = sorted(set(OPERATIONS) | set(BreakerReport.objects.values_list("breaker", flat=True)))
         send_command(request, action, names)
         return HttpResponseRedirect(reverse("admin:resilience_breakerreport_changelist"))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        live.source()  # report this process's breakers if due, so the list is never empty for no reason
+        orders.sync()  # report this process's breakers if due, so the list is never empty for no reason
         extra = {
             "recent_commands": BreakerCommand.objects.all()[:5],
             "can_command": self.has_command_permission(request),
@@ -305,84 +321,3 @@ class BreakerCommandAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-# SEMANTIC CACHE
-
-
-@admin.register(CachedAnswer)
-class CachedAnswerAdmin(admin.ModelAdmin):
-    list_display = ["short_question", "collection", "hit_count", "last_hit", "age", "expires"]
-    list_filter = ["collection", "generation", "embedding_model"]
-    search_fields = ["question", "answer"]
-    date_hierarchy = "created_at"
-    change_list_template = "admin/resilience/cachedanswer/change_list.html"
-    exclude = ["embedding"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[CachedAnswer]:
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("collection")
-            .annotate(hit_count=Coalesce("usage__hits", 0), last_hit=F("usage__last_hit_at"))
-        )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="question", ordering="question")
-    def short_question(self, obj: CachedAnswer) -> str:
-        return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"
-
-    @admin.display(description="hits", ordering="hit_count")
-    def hit_count(self, obj: CachedAnswer) -> int:
-        return obj.hit_count  # type: ignore[attr-defined]
-
-    @admin.display(description="last hit", ordering="last_hit")
-    def last_hit(self, obj: CachedAnswer) -> str:
-        return f"{timesince(obj.last_hit)} ago" if obj.last_hit else "—"  # type: ignore[attr-defined]
-
-    @admin.display(description="age", ordering="-created_at")
-    def age(self, obj: CachedAnswer) -> str:
-        return timesince(obj.created_at)
-
-    @admin.display(description="expires", ordering="created_at")
-    def expires(self, obj: CachedAnswer) -> str:
-        expiry = obj.created_at + timedelta(seconds=config.current().cache.ttl_seconds)
-        if expiry <= timezone.now():
-            return f"expired {timesince(expiry)} ago"
-        return f"in {timesince(timezone.now(), expiry)}"
-
-    def get_urls(self) -> list[URLPattern]:
-        return [
-            path("flush/", self.admin_site.admin_view(self.flush_view), name="resilience_cachedanswer_flush"),
-            *super().get_urls(),
-        ]
-
-    def flush_view(self, request: HttpRequest) -> HttpResponse:
-        """Ask, then delete every cached answer (the counters and the embedding cache stay)."""
-        if not self.has_delete_permission(request):
-            raise PermissionDenied
-        changelist = reverse("admin:resilience_cachedanswer_changelist")
-        if request.method == "POST":
-            _, deleted = CachedAnswer.objects.all().delete()
-            count = deleted.get(CachedAnswer._meta.label, 0)
-            messages.success(request, f"Flushed the semantic cache: {count} answers deleted.")
-            return HttpResponseRedirect(changelist)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Flush the semantic cache?",
-            "opts": self.model._meta,
-            "entries": CachedAnswer.objects.count(),
-            "changelist_url": changelist,
-        }
-        return TemplateResponse(request, "admin/resilience/cachedanswer/flush.html", context)
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from resilience import cache
-
-        extra = {"cache_stats": cache.stats(), "can_flush": self.has_delete_permission(request)}
-        return super().changelist_view(request, {**extra, **(extra_context or {})})

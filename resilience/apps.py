@@ -7,6 +7,8 @@ class ResilienceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from resilience import metrics
+        from resilience import checks, config, live, metrics
 
+        config.use_live_source(live.source)
         metrics.install()
+        checks.register()

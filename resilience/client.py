@@ -35,6 +35,12 @@ logger = logging.getLogger("resilience.client")
 RequestObserver = Callable[[str, str, float], None]
 request_observers: list[RequestObserver] = []
 
+# The guarded operations, one circuit breaker each; listed so that operators see (and can order)
+# every breaker before its first call.
+EMBED = "embed"
+CHAT = "chat"
+OPERATIONS = (EMBED, CHAT)
+
 _MODEL_NOT_FOUND = re.compile(r"model .* not found", re.I)
 MAX_REASON_CHARS = 120
 
@@ -168,7 +174,7 @@ class OllamaClient:
         return vectors
 
     def _embed_batch(self, batch: list[str], model: str, truncate: bool, keep_alive: str | None) -> list[list[float]]:
-        with self.breakers("embed").guard():
+        with self.breakers(EMBED).guard():
             if self.legacy_embed:
                 return self._embed_legacy(batch, model)
             payload: dict[str, Any] = {"model": model, "input": batch, "truncate": truncate}
@@ -231,7 +237,7 @@ class OllamaClient:
         keep_alive: str | None = None,
     ) -> ChatResult:
         payload = self._chat_payload(messages, model, options, keep_alive, stream=False)
-        with self.breakers("chat").guard():
+        with self.breakers(CHAT).guard():
             data = self._json(self._request("POST", "/api/chat", payload), "/api/chat")
             message = data.get("message")
             content = message.get("content") if isinstance(message, dict) else None
@@ -264,7 +270,7 @@ class OllamaClient:
         """
         payload = self._chat_payload(messages, model, options, keep_alive, stream=True)
         endpoint = "/api/chat"
-        with self.breakers("chat").guard():
+        with self.breakers(CHAT).guard():
             response = self._request("POST", endpoint, payload, stream=True)
             try:
                 self._check_status(response, endpoint)

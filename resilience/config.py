@@ -4,10 +4,10 @@ Each section is a frozen dataclass. Its defaults are the documented defaults; ev
 overridden by an environment variable named ``RAGSITE_<SECTION>_<FIELD>`` (for example
 ``RAGSITE_BREAKER_FAILURE_THRESHOLD``), except the Ollama URL, which is ``OLLAMA_BASE_URL``.
 
-``current()`` is the one place the rest of the code reads settings from. The environment only
-seeds a fresh database: once the settings tables exist, ``current()`` returns the rows operators
-edit in the admin, re-checked at most once a second per process (``resilience.live``), and falls
-back to the environment while the database cannot be read.
+``current()`` is the one place the rest of the code reads settings from, and reading has no side
+effects. The environment only seeds a fresh database: once the settings tables exist,
+``current()`` returns the rows operators edit in the admin, re-checked at most once a second per
+process (``resilience.live``), and falls back to the environment while the database cannot be read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from ragsite.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
+from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -187,43 +187,26 @@ def from_env() -> RuntimeConfig:
     )
 
 
-def documented_variables() -> list[tuple[str, Any]]:
-    """(variable, default) for every setting, for the README and `manage.py settings`."""
-    out: list[tuple[str, Any]] = []
-    for cls in (ProviderConfig, BreakerConfig, PoolConfig, CacheConfig, AccessConfig):
-        defaults = cls()
-        out.extend((env_name(cls, f.name), getattr(defaults, f.name)) for f in fields(cls))
-    return out
-
-
 _override: RuntimeConfig | None = None
 _env_config: RuntimeConfig | None = None
-# The database-backed source, found once Django's apps are loaded (resilience.live). It returns
-# the admin-edited configuration, or None while it cannot be read.
+# The database-backed source (resilience.live), installed by ResilienceConfig.ready() once the
+# models can be used. It returns the admin-edited configuration, or None while it cannot be read.
 _live_source: Callable[[], RuntimeConfig | None] | None = None
 _source: str | None = None
 
 
-def _from_database() -> RuntimeConfig | None:
+def use_live_source(source: Callable[[], RuntimeConfig | None]) -> None:
+    """Read the configuration from ``source`` (the admin's rows) from now on."""
     global _live_source
-    if _live_source is None:
-        try:
-            from django.apps import apps
-        except ImportError:  # a tool running without Django
-            return None
-        if not apps.ready:
-            return None
-        from resilience import live
-
-        _live_source = live.source
-    return _live_source()
+    _live_source = source
 
 
 def settings_source() -> str:
     """``database`` (the admin's rows, the default) or ``environment`` (RAGSITE_SETTINGS_SOURCE).
 
     ``environment`` makes a process ignore the stored rows, for a benchmark or a test server that
-    must run with exactly its environment; breaker orders from the admin still reach it.
+    must run with exactly its environment; breaker orders from the admin still reach it
+    (resilience.orders).
     """
     global _source
     if _source is None:
@@ -241,13 +224,12 @@ def env_config() -> RuntimeConfig:
 
 def current() -> RuntimeConfig:
     """The configuration in force now: an override (tests, benchmarks), else the admin's, else the environment's."""
-    # Read even under an override: the same refresh applies the admin's breaker commands.
-    stored = _from_database()
     if _override is not None:
         return _override
-    if stored is None or settings_source() == "environment":
+    if _live_source is None or settings_source() == "environment":
         return env_config()
-    return stored
+    stored = _live_source()
+    return env_config() if stored is None else stored
 
 
 def override(config: RuntimeConfig | None) -> None:
@@ -260,10 +242,3 @@ def replace(config: RuntimeConfig, **sections: Any) -> RuntimeConfig:
     """A copy of ``config`` with some sections' fields changed: replace(c, pool={"read_timeout": 1})."""
     changes = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
     return dataclasses.replace(config, **changes)
-
-
-def reload_from_env() -> None:
-    """Forget the cached environment reading; the next current() reads it again."""
-    global _env_config, _source
-    _env_config = None
-    _source = None

@@ -28,6 +28,16 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture
+def fresh_settings():
+    """Each test reads the settings rows afresh, and later tests do not keep a rolled-back change."""
+    from resilience import live
+
+    live.invalidate()
+    yield
+    live.invalidate()
+
+
+@pytest.fixture
 def fake_ollama():
     """A real HTTP server on 127.0.0.1 speaking Ollama's API; tests switch its fault mode."""
     from resilience.testing import FakeOllama
@@ -45,8 +55,8 @@ def demo_corpus(django_db_setup, django_db_blocker):
     """
     from django.db import connection
 
+    from rag.ingestion import ingest_demo
     from rag.models import Collection, Document
-    from rag.services import ingest_demo
 
     assert connection.settings_dict["NAME"].startswith("test"), "refusing to use a non-test database"
     with django_db_blocker.unblock():

@@ -12,20 +12,12 @@ from django.core.management import call_command
 from django.db import connection
 from django.forms.models import model_to_dict
 
+from rag.ingestion import SourceItem, ingest_items
 from rag.models import Chunk, Collection, Document
-from rag.services import SourceItem, ingest_items
-from resilience import config, live
+from resilience import config
 from resilience.models import BreakerSettings, CacheSettings, PoolSettings, ProviderSettings, SettingsRow
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_settings():
-    """Each test reads the rows afresh, and later tests do not keep a rolled-back change."""
-    live.invalidate()
-    yield
-    live.invalidate()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_settings")]
 
 
 def change_url(model: type[SettingsRow]) -> str:

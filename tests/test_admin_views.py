@@ -10,19 +10,12 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from rag.models import Collection, Document, QueryLog
-from resilience import live
+from rag.models import CachedAnswer, Collection, Document, QueryLog
+from resilience import orders
 from resilience.breaker import get_breaker
-from resilience.models import BreakerCommand, BreakerReport, CachedAnswer
+from resilience.models import BreakerCommand, BreakerReport
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_settings():
-    live.invalidate()
-    yield
-    live.invalidate()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_settings")]
 
 
 @pytest.fixture
@@ -45,8 +38,8 @@ PAGES = [
     "/admin/overview/",
     "/admin/resilience/breakersettings/1/change/",
     "/admin/resilience/breakerreport/",
-    "/admin/resilience/cachedanswer/",
-    "/admin/resilience/cachedanswer/flush/",
+    "/admin/rag/cachedanswer/",
+    "/admin/rag/cachedanswer/flush/",
     "/admin/rag/document/",
     "/admin/rag/querylog/",
 ]
@@ -78,8 +71,8 @@ def test_a_breaker_order_needs_a_post_from_staff(client, admin_client):
 
 def test_force_open_and_reset_reach_the_query_path(admin_client, client, facilities):
     assert ask(client, "When are boilers serviced?")["generator"] == "ollama"
-    live.refresh()  # reports this process's breakers
-    chat = BreakerReport.objects.get(breaker="chat", pid=os.getpid(), host=live.HOST)
+    orders.sync(now=True)  # reports this process's breakers
+    chat = BreakerReport.objects.get(breaker="chat", pid=os.getpid(), host=orders.HOST)
     assert chat.state == "closed"
 
     response = admin_client.post(
@@ -89,7 +82,7 @@ def test_force_open_and_reset_reach_the_query_path(admin_client, client, facilit
     body = ask(client, "Where do staff park?")
     assert body["degraded"] is True and "circuit open" in body["degraded_reason"]
     assert body["generator"] == "extractive"
-    live.refresh()
+    orders.sync(now=True)
     chat.refresh_from_db()
     assert (chat.state, chat.forced) == ("open", True)
     assert "forced open in the admin by admin" in chat.transitions[-1]["reason"]
@@ -115,11 +108,11 @@ def test_a_new_process_honours_a_force_open_still_in_effect(resilience_config):
     BreakerCommand.objects.create(breaker="chat", action=BreakerCommand.FORCE_OPEN, requested_by="ops")
     BreakerCommand.objects.create(breaker="embed", action=BreakerCommand.FORCE_OPEN, requested_by="ops")
     BreakerCommand.objects.create(breaker="embed", action=BreakerCommand.RESET, requested_by="ops")
-    live.live.forget()  # as a process starting now
-    live.refresh()
+    orders.orders.forget()  # as a process starting now
+    orders.sync(now=True)
     assert get_breaker("chat").state == "open"
     assert get_breaker("embed").state == "closed"
-    live.live.forget()
+    orders.orders.forget()
 
 
 def test_the_list_shows_each_process_and_marks_silent_ones_stale(admin_client):
@@ -146,10 +139,10 @@ def test_reports_of_long_gone_processes_are_pruned():
         host="web-9", pid=9, breaker="chat", state="closed", last_seen=timezone.now() - timedelta(hours=2)
     )
     get_breaker("chat")  # something to report
-    live.live.forget()  # as a process starting now: it prunes at its first report
-    live.refresh()
+    orders.orders.forget()  # as a process starting now: it prunes at its first report
+    orders.sync(now=True)
     assert not BreakerReport.objects.filter(host="web-9").exists()
-    assert BreakerReport.objects.filter(host=live.HOST, pid=os.getpid(), breaker="chat").exists()
+    assert BreakerReport.objects.filter(host=orders.HOST, pid=os.getpid(), breaker="chat").exists()
 
 
 # SEMANTIC CACHE
@@ -180,27 +173,27 @@ def cached_answers(db) -> list[CachedAnswer]:
 
 
 def test_the_cache_list_shows_entries_and_stats(admin_client, cached_answers):
-    page = admin_client.get("/admin/resilience/cachedanswer/").content.decode()
+    page = admin_client.get("/admin/rag/cachedanswer/").content.decode()
     assert "What does yield do?" in page and "How do I open a file?" in page
     assert "hit rate" in page and 'id="cache-stats"' in page
     assert "in 59" in page  # expires in 59 minutes (TTL 1 h)
-    found = admin_client.get("/admin/resilience/cachedanswer/", {"q": "yield"}).content.decode()
+    found = admin_client.get("/admin/rag/cachedanswer/", {"q": "yield"}).content.decode()
     assert "What does yield do?" in found and "How do I open a file?" not in found
 
 
 def test_delete_selected_removes_only_those(admin_client, cached_answers):
     first = cached_answers[0]
     admin_client.post(
-        "/admin/resilience/cachedanswer/", {"action": "delete_selected", "_selected_action": [first.pk], "post": "yes"}
+        "/admin/rag/cachedanswer/", {"action": "delete_selected", "_selected_action": [first.pk], "post": "yes"}
     )
     assert list(CachedAnswer.objects.values_list("pk", flat=True)) == [cached_answers[1].pk]
 
 
 def test_flush_empties_the_cache(admin_client, cached_answers):
-    confirm = admin_client.get("/admin/resilience/cachedanswer/flush/")
+    confirm = admin_client.get("/admin/rag/cachedanswer/flush/")
     assert "Delete all 2 cached answers?" in confirm.content.decode()
     assert CachedAnswer.objects.count() == 2  # asking deletes nothing
-    response = admin_client.post("/admin/resilience/cachedanswer/flush/", follow=True)
+    response = admin_client.post("/admin/rag/cachedanswer/flush/", follow=True)
     assert "2 answers deleted" in response.content.decode()
     assert not CachedAnswer.objects.exists()
 
@@ -268,7 +261,7 @@ def test_the_overview_draws_the_last_hour_without_scripts_from_elsewhere(admin_c
         )
         QueryLog.objects.filter(pk=row.pk).update(created_at=now - timedelta(minutes=minutes_ago))
     get_breaker("chat").force_open("maintenance")
-    live.refresh()
+    orders.sync(now=True)
 
     index = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/overview/"' in index

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from rag import metrics as rag_metrics
 from resilience import metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -87,8 +88,10 @@ def test_the_dashboard_queries_parse_and_use_only_metrics_we_export(tmp_path):
 
 
 def exported_names() -> set[str]:
-    """Every series name resilience.metrics can produce (with _total, _bucket, ... suffixes)."""
-    wrappers = [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
-    families = [*chain.from_iterable(w.describe() for w in wrappers), *metrics.scrape_collector.describe()]
+    """Every series name our metrics can produce (with _total, _bucket, ... suffixes)."""
+    modules = (metrics, rag_metrics)
+    wrappers = [v for module in modules for v in vars(module).values() if isinstance(v, MetricWrapperBase)]
+    collectors = [*metrics.pool_size_collector.describe(), *rag_metrics.cache_collector.describe()]
+    families = [*chain.from_iterable(w.describe() for w in wrappers), *collectors]
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
     return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}

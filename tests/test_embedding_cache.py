@@ -10,10 +10,11 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from rag.embedding_cache import embed_cached
 from rag.embeddings import LocalEmbedder
+from rag.ingestion import ingest_paths
 from rag.models import Chunk
-from rag.services import ingest_paths
-from resilience import cache
+from rag.text import text_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -64,11 +65,11 @@ def test_the_same_file_in_another_collection_costs_no_model_call(write_files):
 
 def test_vectors_are_cached_per_model():
     first, other = CountingEmbedder(), CountingEmbedder(name="test/another-model")
-    vectors = cache.embed_cached(first, [APPLES, CHERRIES, APPLES])
+    vectors = embed_cached(first, [APPLES, CHERRIES, APPLES])
     assert vectors.shape == (3, 384) and len(first.texts) == 2  # a repeated text is embedded once
-    cache.embed_cached(other, [APPLES])
+    embed_cached(other, [APPLES])
     assert other.texts == [APPLES]
-    again = cache.embed_cached(first, [CHERRIES, APPLES])
+    again = embed_cached(first, [CHERRIES, APPLES])
     assert len(first.texts) == 2
     assert np.array_equal(again, vectors[[1, 0]])  # float32 survives the round trip exactly
 
@@ -100,5 +101,5 @@ def test_a_broken_embedding_cache_falls_back_to_the_model(write_files):
 
 
 def test_spacing_does_not_change_the_key_but_case_does():
-    assert cache.text_hash("a  b\n c ") == cache.text_hash("a b c")
-    assert cache.text_hash("Python") != cache.text_hash("python")
+    assert text_hash("a  b\n c ") == text_hash("a b c")
+    assert text_hash("Python") != text_hash("python")

@@ -14,7 +14,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.test.utils import CaptureQueriesContext
 
-from resilience import health
+from ragsite import health
 from resilience.breaker import get_breaker
 
 BASE_DIR = Path(__file__).resolve().parent.parent

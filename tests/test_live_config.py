@@ -23,27 +23,15 @@ from django.db import connection
 from django.forms.models import model_to_dict
 from django.test import Client
 
-from rag.models import Collection, QueryLog
-from rag.services import SourceItem, ingest_items
-from resilience import config, live
+from rag.ingestion import SourceItem, ingest_items
+from rag.models import CacheCounter, CachedAnswer, Collection, QueryLog
+from resilience import config, live, orders
 from resilience.breaker import clear_registry
-from resilience.models import (
-    BreakerCommand,
-    BreakerReport,
-    BreakerSettings,
-    CacheCounter,
-    CachedAnswer,
-    ProviderSettings,
-)
+from resilience.models import BreakerCommand, BreakerReport, BreakerSettings, ProviderSettings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(autouse=True)
-def fresh_settings():
-    live.invalidate()
-    yield
-    live.invalidate()
+pytestmark = pytest.mark.usefixtures("fresh_settings")
 
 
 @pytest.mark.django_db
@@ -252,8 +240,8 @@ def committed(django_db_setup, django_db_blocker) -> Iterator[Client]:
                 CacheCounter.objects.filter(name=name).update(value=value)
             user.delete()
             Collection.objects.filter(name="live-check").delete()
-            live.refresh()
-            BreakerReport.objects.filter(host=live.HOST, pid=os.getpid()).delete()
+            orders.sync(now=True)
+            BreakerReport.objects.filter(host=orders.HOST, pid=os.getpid()).delete()
             clear_registry()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.services import FileResult, IngestReport
+from rag import metrics as rag_metrics
+from ragsite.metrics import scrape_registry
 from resilience import config as runtime_config
 from resilience import metrics
 from resilience.breaker import get_breaker
@@ -96,7 +97,7 @@ def test_a_scrape_shows_a_breaker_turning_half_open_without_any_call(resilience_
     fail(breaker, 3)
     clock.advance(runtime_config.current().breaker.recovery_timeout + 1)
 
-    metrics.scrape_registry()
+    scrape_registry()
 
     assert value(metrics.BREAKER_STATE, "ragsite_circuit_breaker_state", breaker="embed") == 2
     breaker.reset()
@@ -174,7 +175,7 @@ def test_a_refused_connection_is_observed_with_its_status_and_its_retries(ollama
 
 def test_pool_size_comes_from_the_configuration(resilience_config):
     resilience_config(pool={"pool_maxsize": 7, "pool_connections": 3})
-    (size, *_) = metrics.scrape_collector.collect()
+    (size,) = metrics.pool_size_collector.collect()
     samples = {s.labels["setting"]: s.value for s in size.samples}
     assert size.name == "ragsite_connection_pool_size"
     assert samples == {"pool_connections": 3, "pool_maxsize": 7}
@@ -182,49 +183,40 @@ def test_pool_size_comes_from_the_configuration(resilience_config):
 
 def test_record_query_counts_and_times_by_cache_and_degraded():
     labels = {"cache": "miss", "degraded": "true"}
-    count = value(metrics.QUERIES, "ragsite_queries_total", **labels)
-    observed = value(metrics.QUERY_DURATION, "ragsite_query_duration_seconds_sum", **labels)
+    count = value(rag_metrics.QUERIES, "ragsite_queries_total", **labels)
+    observed = value(rag_metrics.QUERY_DURATION, "ragsite_query_duration_seconds_sum", **labels)
 
-    metrics.record_query(cache="miss", degraded=True, seconds=0.25)
+    rag_metrics.record_query(cache="miss", degraded=True, seconds=0.25)
 
-    assert value(metrics.QUERIES, "ragsite_queries_total", **labels) == count + 1
-    assert value(metrics.QUERY_DURATION, "ragsite_query_duration_seconds_sum", **labels) == pytest.approx(
+    assert value(rag_metrics.QUERIES, "ragsite_queries_total", **labels) == count + 1
+    assert value(rag_metrics.QUERY_DURATION, "ragsite_query_duration_seconds_sum", **labels) == pytest.approx(
         observed + 0.25
     )
 
 
 def test_label_values_stay_bounded():
-    other = value(metrics.QUERIES, "ragsite_queries_total", cache="other", degraded="false")
-    metrics.record_query(cache="What does the yield statement do?", degraded=False, seconds=0.1)
-    assert value(metrics.QUERIES, "ragsite_queries_total", cache="other", degraded="false") == other + 1
+    other = value(rag_metrics.QUERIES, "ragsite_queries_total", cache="other", degraded="false")
+    rag_metrics.record_query(cache="What does the yield statement do?", degraded=False, seconds=0.1)
+    assert value(rag_metrics.QUERIES, "ragsite_queries_total", cache="other", degraded="false") == other + 1
 
 
 def test_record_ingest_counts_files_by_result_and_chunks():
-    report = IngestReport(
-        results=[
-            FileResult("a.txt", "new", chunks=3),
-            FileResult("b.txt", "updated", chunks=2),
-            FileResult("c.txt", "unchanged"),
-            FileResult("d.txt", "failed", reason="not UTF-8"),
-            FileResult("e.txt", "new", chunks=1),
-        ]
-    )
     before = {
-        r: value(metrics.INGEST_FILES, "ragsite_ingest_files_total", result=r)
+        r: value(rag_metrics.INGEST_FILES, "ragsite_ingest_files_total", result=r)
         for r in ("new", "updated", "unchanged", "failed")
     }
-    chunks = value(metrics.INGEST_CHUNKS, "ragsite_ingest_chunks_total")
+    chunks = value(rag_metrics.INGEST_CHUNKS, "ragsite_ingest_chunks_total")
 
-    metrics.record_ingest(report)
+    rag_metrics.record_ingest(statuses=["new", "updated", "unchanged", "failed", "new"], chunks=6)
 
-    after = {r: value(metrics.INGEST_FILES, "ragsite_ingest_files_total", result=r) for r in before}
+    after = {r: value(rag_metrics.INGEST_FILES, "ragsite_ingest_files_total", result=r) for r in before}
     assert {r: after[r] - before[r] for r in before} == {"new": 2, "updated": 1, "unchanged": 1, "failed": 1}
-    assert value(metrics.INGEST_CHUNKS, "ragsite_ingest_chunks_total") == chunks + 6
+    assert value(rag_metrics.INGEST_CHUNKS, "ragsite_ingest_chunks_total") == chunks + 6
 
 
 def scraped(name: str, **labels: str) -> float | None:
     """A sample of the scrape-time collector (the semantic cache is read from the database)."""
-    for family in metrics.scrape_collector.collect():
+    for family in [*metrics.pool_size_collector.collect(), *rag_metrics.cache_collector.collect()]:
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return sample.value
@@ -257,6 +249,6 @@ def test_a_cache_miss_then_hit_moves_misses_hits_and_size(client, db, demo_corpu
 
 def test_cache_metrics_are_left_out_while_the_database_is_unreachable():
     # Without the db fixture every query fails, as with the database down: no zeros are exported.
-    assert metrics.cache_stats() is None
+    assert rag_metrics.cache_stats() is None
     assert scraped("ragsite_semcache_misses_total") is None
     assert scraped("ragsite_connection_pool_size", client="ollama", setting="pool_maxsize") is not None

@@ -9,10 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from rag.ingestion import embedding_input
 from rag.management.commands import reembed
 from rag.models import Chunk, Collection
 from rag.retrieval import vector_search
-from rag.services import embedding_input
 from resilience.errors import OllamaUnavailable
 
 pytestmark = pytest.mark.django_db

@@ -27,7 +27,8 @@ def test_hybrid_search_ranks_the_right_topic_first(demo_corpus, question, topic)
 def test_full_text_alone_still_finds_the_topic(demo_corpus):
     results = hybrid_search(demo_corpus, "yield statement generator", 5)
     assert "pydoc:yield" in [r.source for r in results[:3]]
-    assert all(r.vector_rank is None for r in results)
+    # Without a vector only chunks holding the words can be found.
+    assert all({"yield", "statement", "generator"} & set(r.text.lower().replace('"', " ").split()) for r in results)
 
 
 def test_a_chunk_found_by_both_lists_beats_one_found_by_one():

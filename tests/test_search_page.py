@@ -1,6 +1,6 @@
 import pytest
 
-from rag.services import ingest_document
+from rag.ingestion import ingest_document
 
 pytestmark = pytest.mark.django_db
 

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from django.db import connection, connections, transaction
 
+from rag import answer_cache as cache
+from rag import cache_counters, sql
+from rag.answers import answer_question, stream_answer
 from rag.embeddings import LocalEmbedder
-from rag.models import Collection, Document, QueryLog
-from rag.services import SourceItem, answer_question, delete_document, ingest_document, ingest_items
+from rag.ingestion import SourceItem, delete_document, ingest_document, ingest_items
+from rag.models import CachedAnswer, Collection, Document, QueryLog
+from rag.near_miss import near_miss_reason
 from ragsite import liveserver
-from resilience import cache
-from resilience.models import CachedAnswer
 from tests import live
 
 pytestmark = pytest.mark.django_db
@@ -182,14 +184,14 @@ def test_negations_and_near_misses_never_hit(corpus, resilience_config, threshol
     remember(scope, cached)
     if threshold < 0.95:
         assert similarity(cached, asked) >= threshold  # the guard, not the threshold, says no
-    assert cache.near_miss_reason(asked, cached)
+    assert near_miss_reason(asked, cached)
     assert cache.lookup_semantic(scope, asked, LocalEmbedder().embed([asked])[0]) is None
 
 
 def test_near_miss_guard_lets_paraphrases_through():
-    assert cache.near_miss_reason("What does the yield statement do?", "How does the yield statement work?") is None
-    assert cache.near_miss_reason("What isn't allowed in a lambda?", "What is not allowed in a lambda") is None
-    assert cache.near_miss_reason("How do I define functions?", "How to define a function") is None
+    assert near_miss_reason("What does the yield statement do?", "How does the yield statement work?") is None
+    assert near_miss_reason("What isn't allowed in a lambda?", "What is not allowed in a lambda") is None
+    assert near_miss_reason("How do I define functions?", "How to define a function") is None
 
 
 def test_semantic_lookup_skips_a_nearer_near_miss_for_a_true_match(corpus, resilience_config):
@@ -207,7 +209,7 @@ def test_semantic_lookup_skips_a_nearer_near_miss_for_a_true_match(corpus, resil
 
 def test_entries_expire_after_the_ttl_and_hits_do_not_extend_it(client, corpus, clock, empty_cache, resilience_config):
     resilience_config(cache={"ttl_seconds": 100, "serve_stale_seconds": 50})
-    before = cache.stats()
+    before = cache_counters.stats()
     assert ask(client, YIELD_Q)["cache"] == "miss"
     clock.advance(99)
     assert ask(client, YIELD_Q)["cache"] == "exact"
@@ -216,7 +218,7 @@ def test_entries_expire_after_the_ttl_and_hits_do_not_extend_it(client, corpus, 
     assert not CachedAnswer.objects.get(collection=corpus).is_fresh(cache.now(), 100)
     assert ask(client, YIELD_Q)["cache"] == "miss"  # answered afresh, replacing the expired entry
     assert CachedAnswer.objects.filter(collection=corpus).count() == 1
-    assert cache.stats()["expirations"] == before["expirations"] + 1
+    assert cache_counters.stats()["expirations"] == before["expirations"] + 1
     clock.advance(1)
     assert ask(client, YIELD_Q)["cache"] == "exact"
 
@@ -233,7 +235,7 @@ def test_entries_past_the_stale_window_are_removed(corpus, clock, empty_cache, r
 def test_least_recently_used_entries_are_evicted_first(corpus, clock, empty_cache, resilience_config):
     resilience_config(cache={"max_entries": 3})
     scope = scope_of(corpus)
-    before = cache.stats()["evictions"]
+    before = cache_counters.stats()["evictions"]
     for question in ("What is a lambda?", "What is a thread?", "What is a generator?"):
         remember(scope, question)
         clock.advance(1)
@@ -246,7 +248,7 @@ def test_least_recently_used_entries_are_evicted_first(corpus, clock, empty_cach
     remember(scope, "What is a decorator?")
     remaining = set(CachedAnswer.objects.values_list("question", flat=True))
     assert remaining == {"What is a lambda?", "What is a context manager?", "What is a decorator?"}
-    assert cache.stats()["evictions"] == before + 2
+    assert cache_counters.stats()["evictions"] == before + 2
     assert CachedAnswer.objects.get(question="What is a lambda?").hits == 1
     assert CachedAnswer.objects.get(question="What is a decorator?").last_hit_at is None
 
@@ -312,7 +314,7 @@ def test_a_small_scope_inside_a_large_table_still_finds_its_nearest_entry(corpus
         # statistics: its ef_search candidates then hold none of the scope.
         cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")
-        literal = cache._literal(query)
+        literal = sql.vector_literal(query)
         cursor.execute(
             f"EXPLAIN SELECT id FROM {cache.ANSWERS} WHERE {cache._SCOPE_SQL} AND created_at > %s "
             "ORDER BY (embedding::vector(384)) <=> %s::vector(384) LIMIT 5",
@@ -402,8 +404,31 @@ def test_an_expired_answer_is_served_stale_while_generation_is_down(
     assert bare["stale"] is False and bare["degraded"] is True and bare["generator"] == "extractive"
 
 
+def stream_events(client, question: str, collection: str = COLLECTION) -> list[dict]:
+    body = json.dumps({"question": question, "collection": collection, "stream": True})
+    response = client.post("/api/query", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+
+
+def test_a_streamed_question_is_served_stale_while_generation_is_down(
+    client, corpus, clock, ollama_generation, resilience_config
+):
+    resilience_config(cache={"ttl_seconds": 100, "serve_stale_seconds": 1000})
+    fresh = stream_events(client, YIELD_Q)[-1]
+    assert fresh["type"] == "done" and fresh["generator"] == "ollama" and fresh["cache"] == "miss"
+    clock.advance(101)
+    ollama_generation.set_mode("down")
+    events = stream_events(client, "what does the yield statement do")
+    meta, done = events[0], events[-1]
+    assert meta["type"] == "meta" and meta["stale"] is True and meta["cache"] == "exact"
+    assert done["type"] == "done" and done["answer"] == fresh["answer"] and done["generator"] == "ollama"
+    assert "".join(e["text"] for e in events if e["type"] == "token") == fresh["answer"]
+    assert done["degraded_reason"].endswith("serving a stale cached answer")
+
+
 def test_a_broken_cache_table_does_not_fail_queries(client, corpus):
-    before = cache.stats()["errors"]
+    before = cache_counters.stats()["errors"]
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {cache.ANSWERS} RENAME TO broken_answers")
         cursor.execute("ALTER TABLE resilience_cachedembedding RENAME TO broken_embeddings")
@@ -415,20 +440,20 @@ def test_a_broken_cache_table_does_not_fail_queries(client, corpus):
     assert page.status_code == 200 and "cache: miss" in page.content.decode()
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE broken_answers RENAME TO {cache.ANSWERS}")
-    assert cache.stats()["errors"] > before
+    assert cache_counters.stats()["errors"] > before
     assert QueryLog.objects.filter(collection=COLLECTION).count() == 3
 
 
 def test_stats_and_query_log_count_every_query(client, corpus, resilience_config):
     resilience_config(cache={"similarity_threshold": 0.9})
-    before = cache.stats()
+    before = cache_counters.stats()
     logged = QueryLog.objects.count()
     ask(client, YIELD_Q)
     ask(client, YIELD_Q.upper())
     ask(client, "How does the yield statement work?")
     ask(client, YIELD_Q, use_cache=False)
     client.get("/", {"q": YIELD_Q, "collection": COLLECTION})
-    after = cache.stats()
+    after = cache_counters.stats()
     assert after["misses"] - before["misses"] == 1
     assert after["exact_hits"] - before["exact_hits"] == 2
     assert after["semantic_hits"] - before["semantic_hits"] == 1
@@ -479,12 +504,36 @@ def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_g
     assert CachedAnswer.objects.filter(collection__name=shared_corpus).count() == 1
 
 
+def test_identical_concurrent_streamed_misses_make_one_model_call(shared_corpus, ollama_generation, resilience_config):
+    resilience_config(pool={"read_timeout": 10.0})
+    ollama_generation.set_mode("slow", seconds=0.5, paths=["/api/chat"])
+    barrier = threading.Barrier(4)
+    done: list[dict] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            events = list(stream_answer(question=YIELD_Q, collection_name=shared_corpus))
+            done.append(events[-1])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert ollama_generation.count("/api/chat") == 1
+    assert sorted(d["cache"] for d in done) == ["exact"] * 3 + ["miss"]
+    assert len({d["answer"] for d in done}) == 1 and all(d["type"] == "done" for d in done)
+
+
 ASK_IN_A_SUBPROCESS = """
 import json, sys, django
 django.setup()
 from resilience import config
 config.override(config.replace(config.current(), provider=json.loads(sys.argv[1])))
-from rag.services import answer_question
+from rag.answers import answer_question
 answer = answer_question(question=sys.argv[2], collection_name=sys.argv[3])
 print(json.dumps({"cache": answer.cache, "generator": answer.generator}))
 """

@@ -9,9 +9,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from rag.models import Collection, QueryLog
-from rag.services import SourceItem, answer_question, ingest_items
-from resilience.models import CachedAnswer
+from rag.answers import answer_question
+from rag.ingestion import SourceItem, ingest_items
+from rag.models import CachedAnswer, Collection, QueryLog
 
 pytestmark = pytest.mark.django_db
 

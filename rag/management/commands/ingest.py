@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from rag.ingestion import FileResult, FileStatus, IngestReport, demo_items, file_items, ingest_items
 from rag.management.progress import Progress
 from rag.models import Collection, collection_name_validator
-from rag.services import FileResult, IngestReport, demo_items, file_items, ingest_items
 
 
 class Command(BaseCommand):
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         with Progress(self, options, total=len(items), unit="file", desc="ingest") as progress:
 
             def on_result(result: FileResult) -> None:
-                if result.status == "failed":
+                if result.status == FileStatus.FAILED:
                     progress.failed(f"FAILED {result.source}: {result.reason}")
                 progress.advance()
 

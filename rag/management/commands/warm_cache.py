@@ -9,10 +9,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.models import Count, Max, Min
 
+from rag.answers import answer_question
 from rag.management.progress import Progress
-from rag.models import Collection, QueryLog
-from rag.services import answer_question
-from resilience import cache, config
+from rag.models import CacheOutcome, Collection, QueryLog
+from rag.text import question_hash
+from resilience import config
 
 # (collection, question) -> (outcome, reason); outcome is warmed | cached | failed
 Outcome = tuple[str, str]
@@ -99,7 +100,7 @@ def _unique(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     seen: set[tuple[str, str]] = set()
     out = []
     for name, question in jobs:
-        key = (name, cache.question_hash(question))
+        key = (name, question_hash(question))
         if key not in seen:
             seen.add(key)
             out.append((name, question))
@@ -112,7 +113,7 @@ def _warm(job: tuple[str, str]) -> Outcome:
         answer = answer_question(question=question, collection_name=name, log_query=False)
     except Exception as exc:  # one bad question must not stop the others
         return "failed", f"{type(exc).__name__}: {exc}"
-    if answer.cache in ("exact", "semantic") and not answer.stale:
+    if answer.cache in (CacheOutcome.EXACT, CacheOutcome.SEMANTIC) and not answer.stale:
         return "cached", ""
     if answer.degraded:
         return "failed", answer.degraded_reason or "degraded answer (not cached)"

@@ -28,12 +28,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rag import metrics as rag_metrics
 from rag.errors import ServiceUnavailable
 from rag.serializers import error_responses
+from ragsite import metrics
+from ragsite.serializers import BreakersMetricsSerializer, CacheMetricsSerializer, PoolMetricsSerializer
 from resilience import config as runtime_config
-from resilience import metrics
+from resilience import metrics as resilience_metrics
 from resilience.breaker import all_breakers
-from resilience.serializers import BreakersMetricsSerializer, CacheMetricsSerializer, PoolMetricsSerializer
 
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,7 +108,7 @@ class PrometheusApi(MetricsApiView):
 class BreakerMetricsApi(MetricsApiView):
     @extend_schema(responses={200: BreakersMetricsSerializer, **error_responses(401, 403)})
     def get(self, request: Request) -> Response:
-        metrics.refresh_breakers()
+        resilience_metrics.refresh_breakers()
         breakers = {name: breaker.snapshot() for name, breaker in sorted(all_breakers().items())}
         return Response(BreakersMetricsSerializer({"pid": os.getpid(), "breakers": breakers}).data)
 
@@ -126,7 +128,7 @@ class PoolMetricsApi(MetricsApiView):
             "pool_block": pool.pool_block,
             "timeouts": {"connect": pool.connect_timeout, "read": pool.read_timeout},
             "retries": retries,
-            **metrics.pool_totals(),
+            **resilience_metrics.pool_totals(),
         }
         return Response(PoolMetricsSerializer(body).data)
 
@@ -134,7 +136,7 @@ class PoolMetricsApi(MetricsApiView):
 class CacheMetricsApi(MetricsApiView):
     @extend_schema(responses={200: CacheMetricsSerializer, **error_responses(401, 403, 503)})
     def get(self, request: Request) -> Response:
-        stats = metrics.cache_stats()
+        stats = rag_metrics.cache_stats()
         if stats is None:
             raise ServiceUnavailable("The semantic cache's statistics are unavailable.")
         return Response(CacheMetricsSerializer(stats).data)
@@ -143,7 +145,7 @@ class CacheMetricsApi(MetricsApiView):
 class MetricsTokenScheme(OpenApiAuthenticationExtension):
     """Documents the metrics bearer token in the OpenAPI schema."""
 
-    target_class = "resilience.apis.MetricsTokenAuthentication"
+    target_class = "ragsite.metrics_api.MetricsTokenAuthentication"
     name = "metricsToken"
 
     def get_security_definition(self, auto_schema):

@@ -17,10 +17,13 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from rag import cache_counters
 from rag.models import QueryLog
-from resilience import config, live
+from resilience import config, orders
 from resilience.breaker import all_breakers
+from resilience.metrics import pool_totals
 from resilience.models import BreakerReport
+from resilience.pool import process_stats
 
 logger = logging.getLogger(__name__)
 
@@ -129,29 +132,23 @@ def breaker_summary(now: datetime) -> list[dict[str, Any]]:
 def pool_use() -> dict[str, Any]:
     pool = config.current().pool
     try:
-        from resilience.metrics import pool_totals
-
         totals = pool_totals()
     except Exception:  # the counters are a convenience; the page must render without them
         logger.warning("pool totals unavailable", exc_info=True)
-        from resilience.pool import process_stats
-
         totals = process_stats.snapshot()
     return {"config": pool, **totals}
 
 
 def cache_figures() -> dict[str, Any] | None:
     try:
-        from resilience import cache
-
-        return cache.stats()
+        return cache_counters.stats()
     except Exception:
         logger.warning("semantic cache stats unavailable", exc_info=True)
         return None
 
 
 def overview(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
-    live.source()  # report this process's breakers if due
+    orders.sync()  # report this process's breakers if due
     now = timezone.now()
     minutes = query_minutes(now)
     times = [f"{timezone.localtime(m['minute']):%H:%M}" for m in minutes]
@@ -177,4 +174,4 @@ def overview(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
         "latency_worst_p95": max((m["p95"] for m in served), default=None),
         "first_minute": minutes[0]["minute"],
     }
-    return TemplateResponse(request, "admin/resilience/overview.html", context)
+    return TemplateResponse(request, "admin/overview.html", context)

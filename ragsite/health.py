@@ -1,9 +1,9 @@
 """Liveness and readiness for load balancers and Kubernetes probes.
 
-Ready means the database answers and its schema is migrated. Ollama being down does not make the
-site unready, since answers degrade instead, so it is reported (with the breaker states) but never
-turns a probe red: restarting or unrouting every pod because a shared upstream is down would only
-add an outage of our own.
+Ready means the database answers and its schema is migrated, with every table a query needs.
+Ollama being down does not make the site unready, since answers degrade instead, so it is
+reported (with the breaker states) but never turns a probe red: restarting or unrouting every pod
+because a shared upstream is down would only add an outage of our own.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from drf_spectacular.utils import extend_schema
@@ -29,7 +30,7 @@ from resilience.config import PoolConfig
 from resilience.errors import OllamaError
 from resilience.pool import PoolStats
 
-logger = logging.getLogger("resilience.health")
+logger = logging.getLogger(__name__)
 
 
 class MigrationCheck:
@@ -95,14 +96,24 @@ ollama_probe = OllamaProbe()
 
 
 def database_status() -> tuple[bool, bool]:
-    """(reachable, migrated)."""
+    """(reachable, migrated): migrated also means every table a query needs is there, the
+    throttles' cache table among them."""
+    table = settings.CACHES["default"].get("LOCATION", "") if _database_cache() else ""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return True, migration_check()
+            cursor.execute("SELECT %s = '' OR to_regclass(%s) IS NOT NULL", [table, table or "-"])
+            has_tables = bool(cursor.fetchone()[0])
     except Exception as exc:  # any failure to reach the database means "not ready"
         logger.error("readiness: database unavailable: %s", exc)
         return False, False
+    if not has_tables:
+        logger.error("readiness: the cache table %r is missing: run manage.py migrate", table)
+        return True, False
+    return True, migration_check()
+
+
+def _database_cache() -> bool:
+    return settings.CACHES["default"]["BACKEND"].endswith("db.DatabaseCache")
 
 
 def readiness() -> dict[str, Any]:

@@ -23,10 +23,11 @@ class OpsAdminSite(admin.AdminSite):
         return [path("overview/", self.admin_view(self.overview_view), name="overview"), *super().get_urls()]
 
     def overview_view(self, request: HttpRequest) -> HttpResponse:
-        from resilience.admin_views import overview
+        # Imported here: this module is loaded with INSTALLED_APPS, before any model can be.
+        from ragsite.overview import overview
 
         return overview(request, self)
 
 
 class OpsAdminConfig(AdminConfig):
-    default_site = "resilience.admin_site.OpsAdminSite"
+    default_site = "ragsite.admin_site.OpsAdminSite"

@@ -1,0 +1,388 @@
+"""The semantic answer cache, in Postgres.
+
+Answers are cached per *scope*: collection and corpus version, embedding model, generation
+backend and model, prompt version and k. A lookup tries, in order:
+
+1. exact: the hash of the normalised question (case, whitespace, trailing punctuation), no
+   embedding needed;
+2. semantic: the nearest cached question of the same scope by cosine similarity (pgvector HNSW,
+   the scope inside the SQL ``WHERE``), accepted at ``similarity_threshold`` and only if the two
+   questions do not differ in a negation, a number or a content word (``rag.near_miss``).
+
+Entries are fresh for ``ttl_seconds`` from creation (a hit does not extend it). An expired entry
+is kept ``serve_stale_seconds`` longer for one purpose: answering, marked stale, while generation
+is down. ``max_entries`` bounds the table; the least recently used entries go first. Counters live
+in a table so every worker process sees the same figures.
+
+Every function that a query calls here swallows database errors: they are logged and counted,
+and the query is answered uncached. Inside a caller's transaction each runs in a savepoint, so a
+failed cache query never poisons it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+
+from rag import sql
+from rag.cache_counters import increment, safely
+from rag.generation import PROMPT_VERSION
+from rag.models import (
+    ANSWER_HNSW_EF_CONSTRUCTION,
+    ANSWER_HNSW_M,
+    DEFAULT_DIMENSIONS,
+    DEFAULT_MODEL,
+    CachedAnswer,
+    CachedAnswerUsage,
+    CacheOutcome,
+    Collection,
+)
+from rag.near_miss import near_miss_reason
+from rag.text import question_hash
+from resilience import config
+
+logger = logging.getLogger(__name__)
+
+# The clock entries are stamped and judged by; tests swap it to expire entries without sleeping.
+timer: Callable[[], float] = time.time
+
+# Candidates the HNSW scan yields before the scope filter applies (pgvector 0.6 has no iterative
+# scans). 100 keeps a scope that is a few per cent of the table found by the index; a smaller
+# scope comes back empty and is then scanned exactly, which is cheap because it is small.
+EF_SEARCH = 100
+# Nearest entries examined per semantic lookup: the nearest may fail the near-miss guard while the
+# second passes it.
+CANDIDATES = 5
+
+ANSWERS = CachedAnswer._meta.db_table
+USAGE = CachedAnswerUsage._meta.db_table
+_UNIQUE = "cachedanswer_unique_question"
+_SCOPE_SQL = (
+    "embedding_model = %s AND collection_id = %s AND corpus_version = %s AND generation = %s "
+    "AND prompt_version = %s AND k = %s"
+)
+
+
+def now() -> datetime:
+    return datetime.fromtimestamp(timer(), tz=UTC)
+
+
+# SCOPE AND HITS
+
+
+@dataclass(frozen=True)
+class Scope:
+    collection_id: int
+    corpus_version: int
+    embedding_model: str
+    generation: str
+    prompt_version: str
+    k: int
+
+    @classmethod
+    def for_query(cls, collection: Any, *, embedding_model: str, k: int) -> Scope:
+        return cls(collection.pk, collection.corpus_version, embedding_model, generation_key(), PROMPT_VERSION, k)
+
+    def params(self) -> list[Any]:
+        return [
+            self.embedding_model,
+            self.collection_id,
+            self.corpus_version,
+            self.generation,
+            self.prompt_version,
+            self.k,
+        ]
+
+
+def generation_key() -> str:
+    """What writes answers now: 'extractive' or 'ollama/<model>'."""
+    provider = config.current().provider
+    return f"ollama/{provider.generation_model}" if provider.generation_backend == "ollama" else "extractive"
+
+
+@dataclass
+class Hit:
+    kind: CacheOutcome  # exact or semantic
+    question: str  # the cached question, as first asked
+    answer: str
+    sources: list[dict[str, Any]]
+    generator: str
+    created_at: datetime
+    similarity: float | None = None
+    stale: bool = False
+
+
+def _hit(kind: CacheOutcome, row: Sequence[Any], similarity: float | None, fresh_after: datetime) -> Hit:
+    question, answer, sources, generator, created_at = row
+    if isinstance(sources, str):
+        sources = json.loads(sources)
+    return Hit(kind, question, answer, sources, generator, created_at, similarity, stale=created_at <= fresh_after)
+
+
+def _hit_sql(where: str) -> str:
+    """Select an entry and count the hit on it, in one round trip.
+
+    The hit is recorded in the usage table, never on the entry: see CachedAnswerUsage.
+    """
+    return (
+        f"WITH hit AS (SELECT id, question, answer, sources, generator, created_at FROM {ANSWERS} WHERE {where}), "
+        f"used AS (INSERT INTO {USAGE} (entry_id, hits, last_hit_at) SELECT id, 1, %s FROM hit "
+        f"ON CONFLICT (entry_id) DO UPDATE SET hits = {USAGE}.hits + 1, last_hit_at = EXCLUDED.last_hit_at) "
+        "SELECT question, answer, sources, generator, created_at FROM hit"
+    )
+
+
+_EXACT_SQL = _hit_sql(f"{_SCOPE_SQL} AND question_hash = %s AND created_at > %s")
+# The same, for a collection known by its name: its current corpus version is read in the same
+# statement, so an exact hit needs no query of its own for the collection.
+_EXACT_NAMED_SQL = _hit_sql(
+    f"embedding_model = %s AND (collection_id, corpus_version) = (SELECT id, corpus_version FROM "
+    f"{Collection._meta.db_table} WHERE name = %s) AND generation = %s AND prompt_version = %s AND k = %s "
+    "AND question_hash = %s AND created_at > %s"
+)
+_BY_ID_SQL = _hit_sql("id = %s")
+
+
+def _cutoffs() -> tuple[datetime, datetime, datetime]:
+    """(now, fresh after, servable-stale after)."""
+    cfg = config.current().cache
+    current = now()
+    fresh_after = current - timedelta(seconds=cfg.ttl_seconds)
+    return current, fresh_after, fresh_after - timedelta(seconds=cfg.serve_stale_seconds)
+
+
+def _exact(scope: Scope, question: str, valid_after: datetime, current: datetime, fresh_after: datetime) -> Hit | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.lazily(_EXACT_SQL), [*scope.params(), question_hash(question), valid_after, current])
+        row = cursor.fetchone()
+    return _hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
+
+
+def lookup_exact(scope: Scope, question: str) -> Hit | None:
+    """A fresh entry for this very question (after normalisation); counts the hit on the entry."""
+    current, fresh_after, _ = _cutoffs()
+    return safely("exact lookup", _exact, scope, question, fresh_after, current, fresh_after, default=None)
+
+
+def _exact_named(collection_name: str, question: str, embedding_model: str, k: int) -> Hit | None:
+    current, fresh_after, _ = _cutoffs()
+    params = [embedding_model, collection_name, generation_key(), PROMPT_VERSION, k, question_hash(question)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql.lazily(_EXACT_NAMED_SQL), [*params, fresh_after, current])
+        row = cursor.fetchone()
+    return _hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
+
+
+def lookup_exact_named(collection_name: str, question: str, *, embedding_model: str, k: int) -> Hit | None:
+    """``lookup_exact`` in the scope of a collection's current corpus version, in one round trip.
+
+    None also when there is no such collection: the caller finds that out on the miss path.
+    """
+    return safely("exact lookup", _exact_named, collection_name, question, embedding_model, k, default=None)
+
+
+def nearest(scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: int = CANDIDATES) -> list[tuple]:
+    """(id, question, similarity) of the nearest entries in the scope, nearest first."""
+    rows = sql.nearest(
+        table=ANSWERS,
+        columns="id, question",
+        where=f"{_SCOPE_SQL} AND created_at > %s",
+        params=[*scope.params(), valid_after],
+        vector=vector,
+        limit=limit,
+        ef_search=EF_SEARCH,
+    )
+    return [(int(r[0]), r[1], float(r[2])) for r in rows]
+
+
+def _semantic(scope: Scope, question: str, vector: np.ndarray, valid_after: datetime, threshold: float) -> Hit | None:
+    current, fresh_after, _ = _cutoffs()
+    for entry_id, cached_question, similarity in nearest(scope, vector, valid_after=valid_after):
+        if similarity < threshold:
+            break
+        reason = near_miss_reason(question, cached_question)
+        if reason:
+            logger.debug("semantic cache: %r is not %r (%s)", question, cached_question, reason)
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(sql.lazily(_BY_ID_SQL), [entry_id, current])
+            row = cursor.fetchone()
+        if row:  # else evicted a moment ago
+            return _hit(CacheOutcome.SEMANTIC, row, round(similarity, 4), fresh_after)
+    return None
+
+
+def lookup_semantic(scope: Scope, question: str, vector: np.ndarray) -> Hit | None:
+    """The nearest fresh entry of the scope if it is similar enough and no near miss."""
+    _, fresh_after, _ = _cutoffs()
+    threshold = config.current().cache.similarity_threshold
+    return safely("semantic lookup", _semantic, scope, question, vector, fresh_after, threshold, default=None)
+
+
+def lookup_stale(scope: Scope, question: str, vector: np.ndarray | None) -> Hit | None:
+    """An entry expired less than ``serve_stale_seconds`` ago, to answer while generation is down."""
+    current, fresh_after, stale_after = _cutoffs()
+    hit = safely("stale lookup", _exact, scope, question, stale_after, current, fresh_after, default=None)
+    if hit is None and vector is not None:
+        threshold = config.current().cache.similarity_threshold
+        hit = safely("stale lookup", _semantic, scope, question, vector, stale_after, threshold, default=None)
+    return hit
+
+
+# SINGLE FLIGHT
+
+
+def _lock_key(scope: Scope, question: str) -> int:
+    material = f"semantic-cache|{scope}|{question_hash(question)}".encode()
+    return int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big", signed=True)
+
+
+def _take_lock(key: int, wait_seconds: float) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(wait_seconds * 1000))}ms"])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+        cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+    return True
+
+
+@contextmanager
+def single_flight(scope: Scope, question: str) -> Iterator[bool]:
+    """Hold the question's lock for the rest of a transaction; yields whether it is held.
+
+    Identical misses in every thread and process queue on one Postgres advisory lock; the first
+    answers and stores, the others re-check the cache once they hold it. The lock goes with the
+    transaction, so a crash or an exception cannot leave it held. A waiter gives up after about
+    one model call's timeout and answers on its own.
+    """
+    pool = config.current().pool
+    with transaction.atomic():
+        wait = pool.connect_timeout + pool.read_timeout
+        yield safely("single-flight lock", _take_lock, _lock_key(scope, question), wait, default=False)
+
+
+# STORE, EXPIRY AND EVICTION
+
+_indexed: set[tuple[str, int]] = {(DEFAULT_MODEL, DEFAULT_DIMENSIONS)}
+
+
+def ensure_answer_index(model_name: str, dimensions: int) -> None:
+    """Give an embedding model other than the default its partial HNSW index, once per process."""
+    key = (model_name, dimensions)
+    if key in _indexed:
+        return
+    created = safely(
+        "creating the vector index",
+        lambda: sql.create_hnsw_index(
+            table=ANSWERS,
+            prefix="cachedanswer",
+            model_name=model_name,
+            dimensions=dimensions,
+            m=ANSWER_HNSW_M,
+            ef_construction=ANSWER_HNSW_EF_CONSTRUCTION,
+        ),
+        default=None,
+    )
+    if created:
+        _indexed.add(key)
+
+
+def _store(
+    scope: Scope, question: str, vector: np.ndarray, answer: str, sources: list[dict[str, Any]], generator: str
+) -> bool:
+    columns = (
+        "collection_id, corpus_version, embedding_model, generation, prompt_version, k, "
+        "question_hash, question, embedding, answer, sources, generator, created_at"
+    )
+    params = [
+        scope.collection_id,
+        scope.corpus_version,
+        scope.embedding_model,
+        scope.generation,
+        scope.prompt_version,
+        scope.k,
+        question_hash(question),
+        question,
+        sql.vector_literal(vector),
+        answer,
+        json.dumps(sources),
+        generator,
+        now(),
+    ]
+    with connection.cursor() as cursor:
+        # A conflict means an expired entry of the same question (a fresh one would have been
+        # served): replace it, as a new entry with no hits.
+        cursor.execute(
+            f"WITH stored AS (INSERT INTO {ANSWERS} ({columns}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s) "
+            f"ON CONFLICT ON CONSTRAINT {_UNIQUE} DO UPDATE SET question = EXCLUDED.question, "
+            "embedding = EXCLUDED.embedding, answer = EXCLUDED.answer, sources = EXCLUDED.sources, "
+            "generator = EXCLUDED.generator, created_at = EXCLUDED.created_at RETURNING id, xmax = 0 AS inserted), "
+            f"reset AS (DELETE FROM {USAGE} WHERE entry_id IN (SELECT id FROM stored WHERE NOT inserted)) "
+            "SELECT inserted FROM stored",
+            params,
+        )
+        inserted = cursor.fetchone()[0]
+    if not inserted:
+        increment({"expirations": 1})
+    return True
+
+
+def store(
+    scope: Scope, question: str, vector: np.ndarray, answer: str, sources: list[dict[str, Any]], generator: str
+) -> bool:
+    """Cache a (non-degraded) answer, then trim the table; False when it could not be stored."""
+    stored = safely("store", _store, scope, question, vector, answer, sources, generator, default=False)
+    if stored:
+        safely("clean-up", _clean, scope, default=None)
+    return stored
+
+
+def _deleting(where: str, returning: str = "1") -> str:
+    """Delete entries and their usage rows in one statement."""
+    return (
+        f"WITH gone AS (DELETE FROM {ANSWERS} a WHERE {where} RETURNING a.id, {returning} AS out), "
+        f"forgotten AS (DELETE FROM {USAGE} WHERE entry_id IN (SELECT id FROM gone)) SELECT out FROM gone"
+    )
+
+
+def _clean(scope: Scope) -> dict[str, int]:
+    """Drop entries of older corpus versions, entries past the stale window, and the LRU excess.
+
+    Once over ``max_entries`` it evicts 2 % of it more than the excess, so that a full cache does
+    not sort the table on every store.
+    """
+    cfg = config.current().cache
+    _, fresh_after, stale_after = _cutoffs()
+    removed = {"invalidations": 0, "expirations": 0, "evictions": 0}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _deleting("a.collection_id = %s AND a.corpus_version < %s"),
+            [scope.collection_id, scope.corpus_version],
+        )
+        removed["invalidations"] = len(cursor.fetchall())
+        cursor.execute(_deleting("a.created_at <= %s"), [stale_after])
+        removed["expirations"] = len(cursor.fetchall())
+        # Expired entries go before fresh ones, then the least recently used.
+        victims = (
+            f"a.id IN (SELECT v.id FROM {ANSWERS} v LEFT JOIN {USAGE} u ON u.entry_id = v.id "
+            "ORDER BY v.created_at > %s, COALESCE(u.last_hit_at, v.created_at), COALESCE(u.hits, 0), v.id "
+            "LIMIT (SELECT CASE WHEN n > %s THEN n - %s + %s / 50 ELSE 0 END "
+            f"FROM (SELECT count(*) AS n FROM {ANSWERS}) c))"
+        )
+        limit = cfg.max_entries
+        cursor.execute(_deleting(victims, "a.created_at > %s"), [fresh_after, limit, limit, limit, fresh_after])
+        fresh = [row[0] for row in cursor.fetchall()]
+    removed["evictions"] = sum(fresh)
+    removed["expirations"] += len(fresh) - sum(fresh)
+    increment(removed)
+    return removed

@@ -1,0 +1,305 @@
+"""The one answer pipeline. A plain and a streamed answer take the same steps:
+
+1. exact cache lookup (by the collection's name: no other query on a hit);
+2. the question's embedding (the embedding cache first); without it, full-text retrieval only;
+3. semantic cache lookup;
+4. single flight: identical misses in flight at once (any thread or worker) wait for the first
+   and then take its answer from the cache: one model call, not N;
+5. retrieval, then generation: extractive, or Ollama's chat, plain or streamed;
+6. stale-if-error: when generation fails, a cached answer past its TTL (but within the stale
+   window) is served, marked stale; else the extractive answer;
+7. the answer stored in the cache (never a degraded one), and the question logged and counted.
+
+Everything that can refuse the question (an unknown collection) happens before the first event,
+so a caller can still answer with a plain error. A generation that fails mid-stream ends with an
+``error`` event: the tokens already sent cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from rag import answer_cache, query_log
+from rag.cache_counters import count
+from rag.collections import get_collection
+from rag.embedding_cache import caching
+from rag.embeddings import get_embedder
+from rag.generation import extractive_answer, ollama_answer, ollama_stream
+from rag.models import CacheOutcome
+from rag.results import NO_MATCH, Answer, error_event, pieces, token_event
+from rag.retrieval import RetrievedChunk, hybrid_search
+from resilience import config
+from resilience.errors import OllamaError
+
+__all__ = ["Answer", "answer_question", "stream_answer"]
+
+
+def answer_question(
+    *,
+    question: str,
+    collection_name: str = "default",
+    k: int = 5,
+    use_cache: bool = True,
+    log_query: bool = True,
+) -> Answer:
+    """Answer from the cache, or retrieve the best passages and answer from them.
+
+    Degrades instead of failing when Ollama does. ``use_cache=False`` neither reads nor writes the
+    answer cache. ``log_query=False`` keeps the question out of the query log and the hit/miss
+    counters (cache warming).
+    """
+    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=log_query)
+    for _ in run.events(stream=False):
+        pass
+    assert run.answer is not None
+    return run.answer
+
+
+def stream_answer(
+    *, question: str, collection_name: str = "default", k: int = 5, use_cache: bool = True
+) -> Iterator[dict[str, Any]]:
+    """The answer as events: ``meta`` (sources, flags), ``token``s, then ``done`` or ``error``.
+
+    With the Ollama backend the tokens are passed on as Ollama streams them; a cached or extractive
+    answer is sent in word-sized pieces.
+    """
+    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=True)
+    run.prepare()  # refuses an unknown collection now, before the response starts
+    return run.events(stream=True)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+class _Run:
+    """One question on its way through the pipeline."""
+
+    def __init__(self, question: str, collection_name: str, k: int, *, use_cache: bool, log_query: bool) -> None:
+        self.question = question
+        self.collection_name = collection_name
+        self.k = k
+        self.use_cache = use_cache
+        self.log_query = log_query
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.reasons: list[str] = []
+        self.answer: Answer | None = None
+        self.scope: answer_cache.Scope | None = None
+        self.vector: np.ndarray | None = None
+        self.prepared = False
+
+    # -- steps 1 to 3: what the caches and the embedder can say before any work ------------------
+
+    def prepare(self) -> None:
+        if self.prepared:
+            return
+        self.prepared = True
+        self.embedder = caching(get_embedder())
+        caching_on = self.use_cache and config.current().cache.enabled
+        if caching_on:
+            with self._timed("cache"):
+                hit = answer_cache.lookup_exact_named(
+                    self.collection_name, self.question, embedding_model=self.embedder.name, k=self.k
+                )
+            if hit:
+                self.answer = self._from_hit(hit)
+                return
+        self.collection = get_collection(self.collection_name)
+        if caching_on:
+            self.scope = answer_cache.Scope.for_query(self.collection, embedding_model=self.embedder.name, k=self.k)
+        self.vector = self._embed()
+        if self.scope is not None and self.vector is not None:
+            with self._timed("cache"):
+                hit = answer_cache.lookup_semantic(self.scope, self.question, self.vector)
+            if hit:
+                self.answer = self._from_hit(hit)
+                return
+            answer_cache.ensure_answer_index(self.embedder.name, int(self.vector.shape[0]))
+
+    def _embed(self) -> np.ndarray | None:
+        with self._timed("embed"):
+            try:
+                return self.embedder.embed([self.question])[0]
+            except OllamaError as exc:
+                self.reasons.append(f"embeddings unavailable: {exc.reason}")
+                return None
+
+    # -- steps 4 to 7 ------------------------------------------------------------------------------
+
+    def events(self, *, stream: bool) -> Iterator[dict[str, Any]]:
+        self.prepare()
+        if self.answer is not None:  # a cache hit
+            yield from self._deliver()
+            return
+        flight = answer_cache.single_flight(self.scope, self.question) if self.scope else nullcontext(False)
+        with flight as locked:
+            if locked:  # another request may have answered it while this one waited
+                hit = answer_cache.lookup_exact(self.scope, self.question)
+                if hit:
+                    self.answer = self._from_hit(hit)
+                    yield from self._deliver()
+                    return
+            self.answer = self._retrieve()
+            yield from self._generate(stream)
+
+    def _retrieve(self) -> Answer:
+        with self._timed("retrieve"):
+            sources = hybrid_search(
+                self.collection, self.question, self.k, model_name=self.embedder.name, query_vector=self.vector
+            )
+        return Answer(
+            question=self.question,
+            answer="",
+            sources=sources,
+            collection=self.collection.name,
+            cache=CacheOutcome.MISS if self.scope is not None else CacheOutcome.BYPASS,
+            degraded=bool(self.reasons),
+            degraded_reason="; ".join(self.reasons) or None,
+            timings_ms=self.timings,
+        )
+
+    def _generate(self, stream: bool) -> Iterator[dict[str, Any]]:
+        answer = self.answer
+        assert answer is not None
+        if not answer.sources:
+            answer.answer = NO_MATCH
+            yield from self._deliver()
+            return
+        if config.current().provider.generation_backend != "ollama":
+            with self._timed("generate"):
+                answer.answer = extractive_answer(self.question, answer.sources)
+            self._store()
+            yield from self._deliver()
+            return
+        if not stream:
+            try:
+                with self._timed("generate"):
+                    answer.answer = ollama_answer(self.question, answer.sources)
+            except OllamaError as exc:
+                yield from self._fall_back(exc)
+                return
+            answer.generator = "ollama"
+            self._store()
+            yield from self._deliver()
+            return
+        yield from self._generate_stream(answer)
+
+    def _generate_stream(self, answer: Answer) -> Iterator[dict[str, Any]]:
+        started = time.perf_counter()
+        tokens = ollama_stream(self.question, answer.sources)
+        try:
+            # The first piece decides: a generation that fails before it falls back unseen.
+            first = next(tokens, "")
+        except OllamaError as exc:
+            self.timings["generate"] = _ms(time.perf_counter() - started)
+            yield from self._fall_back(exc)
+            return
+        answer.generator = "ollama"
+        yield answer.meta_event()
+        received = [first]
+        if first:
+            yield token_event(first)
+        try:
+            for piece in tokens:
+                received.append(piece)
+                yield token_event(piece)
+        except OllamaError as exc:
+            reason = f"generation unavailable: {exc.reason}"
+            answer.answer = "".join(received)
+            answer.degrade(reason)
+            self.timings["generate"] = _ms(time.perf_counter() - started)
+            self._finish()
+            yield error_event("generation_failed", reason)
+            return
+        answer.answer = "".join(received).strip()
+        self.timings["generate"] = _ms(time.perf_counter() - started)
+        self._store()
+        self._finish()
+        yield answer.done_event()
+
+    def _fall_back(self, exc: OllamaError) -> Iterator[dict[str, Any]]:
+        """Generation failed before its first word: a stale cached answer, else an extractive one."""
+        answer = self.answer
+        assert answer is not None
+        answer.degrade(f"generation unavailable: {exc.reason}")
+        hit = answer_cache.lookup_stale(self.scope, self.question, self.vector) if self.scope else None
+        if hit:
+            cached = self._from_hit(hit)
+            if hit.stale:  # else another worker has just stored a fresh answer
+                count(stale_served=1)
+                cached.degraded = True
+                cached.degraded_reason = f"{answer.degraded_reason}; serving a stale cached answer"
+            self.answer = cached
+        else:
+            with self._timed("generate"):
+                answer.answer = extractive_answer(self.question, answer.sources)
+            answer.generator = "extractive"
+        yield from self._deliver()
+
+    def _store(self) -> None:
+        answer = self.answer
+        if self.scope is None or self.vector is None or answer is None or answer.degraded:
+            return
+        sources = [chunk.as_source() for chunk in answer.sources]
+        answer_cache.store(self.scope, self.question, self.vector, answer.answer, sources, answer.generator)
+
+    # -- delivery ----------------------------------------------------------------------------------
+
+    def _deliver(self) -> Iterator[dict[str, Any]]:
+        """A finished answer: logged, then sent as meta, word-sized tokens and done."""
+        answer = self._finish()
+        yield answer.meta_event()
+        for piece in pieces(answer.answer):
+            yield token_event(piece)
+        yield answer.done_event()
+
+    def _finish(self) -> Answer:
+        answer = self.answer
+        assert answer is not None
+        answer.timings_ms["total"] = _ms(time.perf_counter() - self.started)
+        if self.log_query:
+            query_log.record(
+                question=answer.question,
+                collection=answer.collection,
+                cache=answer.cache,
+                total_ms=answer.timings_ms["total"],
+                degraded=answer.degraded,
+            )
+        return answer
+
+    def _from_hit(self, hit: answer_cache.Hit) -> Answer:
+        return Answer(
+            question=self.question,
+            answer=hit.answer,
+            sources=[RetrievedChunk.from_source(s) for s in hit.sources],
+            collection=self.collection_name,
+            cache=hit.kind,
+            timings_ms=self.timings,
+            generator=hit.generator,
+            stale=hit.stale,
+            matched_question=hit.question if hit.kind == CacheOutcome.SEMANTIC else None,
+            similarity=hit.similarity,
+        )
+
+    def _timed(self, step: str) -> _Timer:
+        return _Timer(self.timings, step)
+
+
+class _Timer:
+    """Adds the time spent in a ``with`` block to ``timings[step]`` (in ms)."""
+
+    def __init__(self, timings: dict[str, float], step: str) -> None:
+        self.timings = timings
+        self.step = step
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.step] = round(self.timings.get(self.step, 0.0) + _ms(time.perf_counter() - self.started), 2)

@@ -1,0 +1,76 @@
+"""The embedding cache: no text is embedded twice by the same model.
+
+Vectors are keyed by the embedder's name and the text's hash, so an unchanged chunk of an edited
+file, or a question asked again, costs no model call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rag.cache_counters import safely
+from rag.models import CachedEmbedding
+from rag.sql import lazy_commit
+from rag.text import text_hash
+
+logger = logging.getLogger(__name__)
+
+
+def _load_embeddings(model: str, keys: list[str]) -> dict[str, np.ndarray]:
+    rows = CachedEmbedding.objects.filter(model=model, text_hash__in=keys).values_list("text_hash", "embedding")
+    return {key: np.asarray(vector, dtype=np.float32) for key, vector in rows}
+
+
+def _save_embeddings(model: str, vectors: dict[str, np.ndarray]) -> None:
+    with lazy_commit():
+        CachedEmbedding.objects.bulk_create(
+            [CachedEmbedding(model=model, text_hash=key, embedding=vector) for key, vector in vectors.items()],
+            ignore_conflicts=True,
+        )
+
+
+def embed_cached(embedder: Any, texts: list[str]) -> np.ndarray:
+    """``embedder.embed(texts)``, asking the model only for texts it has not embedded before.
+
+    Model errors propagate.
+    """
+    if not texts:
+        return embedder.embed(texts)
+    keys = [text_hash(t) for t in texts]
+    found = safely("embedding lookup", _load_embeddings, embedder.name, sorted(set(keys)), default={})
+    todo: dict[str, str] = {}
+    for key, text in zip(keys, texts, strict=True):
+        if key not in found:
+            todo.setdefault(key, text)
+    if todo:
+        fresh = embedder.embed(list(todo.values()))
+        new = dict(zip(todo, np.asarray(fresh, dtype=np.float32), strict=True))
+        safely("embedding store", _save_embeddings, embedder.name, new, default=None)
+        found.update(new)
+    vectors = [found[key] for key in keys]
+    if len({v.shape for v in vectors}) > 1:  # the model changed under the same name
+        logger.warning("embedding cache: %s vectors of different dimensions; embedding afresh", embedder.name)
+        return embedder.embed(texts)
+    return np.stack(vectors)
+
+
+@dataclass
+class CachingEmbedder:
+    """Wraps an embedder (same name, same vectors) with the embedding cache."""
+
+    inner: Any
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return embed_cached(self.inner, texts)
+
+
+def caching(embedder: Any) -> CachingEmbedder:
+    return embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)

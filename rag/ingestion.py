@@ -1,0 +1,313 @@
+"""Ingestion: documents from files, the demo corpus or the API, chunked, embedded and stored.
+
+Unchanged documents (same SHA-256) are skipped, changed ones replaced in one transaction, and a
+bad one is reported with its reason and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.contrib.postgres.search import SearchVector
+from django.db import IntegrityError, models, transaction
+
+from rag import metrics
+from rag.chunking import chunk_text
+from rag.collections import get_collection
+from rag.embedding_cache import caching
+from rag.embeddings import Embedder, ensure_vector_index, get_embedder
+from rag.models import Chunk, Collection, Document
+from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
+from resilience import config
+from resilience.errors import OllamaError, OllamaUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class IngestAborted(Exception):
+    """The embedding backend became unavailable; what was written so far stays."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One document to ingest: where it came from and its raw bytes."""
+
+    source: str
+    data: bytes
+    media_type: str
+    fallback_title: str
+
+
+class FileStatus(StrEnum):
+    NEW = "new"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+@dataclass
+class FileResult:
+    source: str
+    status: FileStatus
+    chunks: int = 0
+    reason: str = ""
+    document_id: int | None = None
+
+
+@dataclass
+class IngestReport:
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    aborted: str = ""
+
+    def count(self, status: FileStatus) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for r in self.results if r.status in (FileStatus.NEW, FileStatus.UPDATED))
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == FileStatus.FAILED]
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.count(FileStatus.NEW)} new, {self.count(FileStatus.UPDATED)} updated, "
+            f"{self.count(FileStatus.UNCHANGED)} unchanged, {self.count(FileStatus.FAILED)} failed; "
+            f"{self.chunks} chunks in {self.seconds:.1f} s "
+            f"({self.chunks_per_second:.1f} chunks/s)"
+        )
+
+
+@dataclass
+class _Pending:
+    item: SourceItem
+    sha256: str
+    title: str
+    chunks: list[str]
+    existing_id: int | None
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path | tuple[Path, str]]:
+    """Files under the given paths (recursively), or (path, reason) for a path that is unusable."""
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if child.suffix.lower() in MEDIA_TYPES and not any(part.startswith(".") for part in child.parts):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            yield (path, "no such file or directory")
+
+
+def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]:
+    for entry in iter_files(paths):
+        if isinstance(entry, tuple):
+            yield FileResult(source=str(entry[0]), status=FileStatus.FAILED, reason=entry[1])
+            continue
+        source = str(entry.resolve())
+        try:
+            media_type = media_type_for(entry)
+            data = entry.read_bytes()
+        except ReadError as exc:
+            yield FileResult(source=source, status=FileStatus.FAILED, reason=str(exc))
+            continue
+        except OSError as exc:
+            yield FileResult(source=source, status=FileStatus.FAILED, reason=f"cannot read: {exc.strerror or exc}")
+            continue
+        yield SourceItem(source=source, data=data, media_type=media_type, fallback_title=entry.stem)
+
+
+def demo_items() -> Iterator[SourceItem]:
+    """The Python Language Reference topics that every CPython ships (no download)."""
+    from pydoc_data.topics import topics
+
+    for key in sorted(topics):
+        yield SourceItem(
+            source=f"pydoc:{key}",
+            data=topics[key].encode("utf-8"),
+            media_type="text/plain",
+            fallback_title=key,
+        )
+
+
+def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
+    sha256 = hashlib.sha256(item.data).hexdigest()
+    existing = Document.objects.filter(collection=collection, source=item.source).values("id", "sha256").first()
+    if existing and existing["sha256"] == sha256:
+        return FileResult(source=item.source, status=FileStatus.UNCHANGED, document_id=existing["id"])
+    try:
+        parsed = parse_bytes(item.data, item.media_type, fallback_title=item.fallback_title)
+    except ReadError as exc:
+        return FileResult(source=item.source, status=FileStatus.FAILED, reason=str(exc))
+    chunks = chunk_text(parsed.text, size=settings.RAGSITE_CHUNK_SIZE, overlap=settings.RAGSITE_CHUNK_OVERLAP)
+    if not chunks:
+        return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
+    return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None)
+
+
+def embedding_input(title: str, chunk: str) -> str:
+    """What is embedded for a chunk: its document's title gives a passage its topic."""
+    return f"{title}\n\n{chunk}"
+
+
+def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: Collection) -> FileResult:
+    """Write one document and its chunks in one transaction: all of it or none of it."""
+    item = pending.item
+    with transaction.atomic():
+        if pending.existing_id is not None:
+            document = Document.objects.select_for_update().get(pk=pending.existing_id)
+            document.chunks.all().delete()
+            document.title = pending.title
+            document.sha256 = pending.sha256
+            document.media_type = item.media_type
+            document.size_bytes = len(item.data)
+            document.save()
+            status = FileStatus.UPDATED
+        else:
+            document = Document.objects.create(
+                collection=collection,
+                source=item.source,
+                title=pending.title,
+                sha256=pending.sha256,
+                media_type=item.media_type,
+                size_bytes=len(item.data),
+            )
+            status = FileStatus.NEW
+        Chunk.objects.bulk_create(
+            Chunk(
+                collection=collection,
+                document=document,
+                ordinal=ordinal,
+                text=text,
+                embedding=vector,
+                embedding_model=model_name,
+            )
+            for ordinal, (text, vector) in enumerate(zip(pending.chunks, vectors, strict=True))
+        )
+        Chunk.objects.filter(document=document).update(
+            search_vector=SearchVector(models.Value(pending.title), weight="A", config="english")
+            + SearchVector("text", weight="B", config="english")
+        )
+        collection.bump_version()
+    return FileResult(item.source, status, len(pending.chunks), document_id=document.pk)
+
+
+def ingest_items(
+    items: Iterable[SourceItem | FileResult],
+    *,
+    collection_name: str = "default",
+    embedder: Embedder | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[FileResult], None] | None = None,
+    use_embedding_cache: bool = True,
+) -> IngestReport:
+    """Ingest documents: unchanged ones are skipped, changed ones replaced, bad ones reported.
+
+    Chunks of several documents are embedded together in batches (the model is much faster on a
+    full batch), then each document is written in its own transaction. ``use_embedding_cache=False``
+    asks the model for every chunk (benchmarks of the model's throughput).
+    """
+    started = time.perf_counter()
+    report = IngestReport()
+    collection = get_collection(collection_name, create=True)
+    embedder = embedder or get_embedder()
+    # Chunk texts embedded before (an unchanged paragraph of an edited file, the same file in
+    # another collection) come from the embedding cache instead of the model.
+    cached_embedder = caching(embedder) if use_embedding_cache else embedder
+    batch_size = batch_size or config.current().provider.embedding_batch_size
+    pending: list[_Pending] = []
+
+    def record(result: FileResult) -> None:
+        report.results.append(result)
+        if result.status == FileStatus.FAILED:
+            logger.warning("ingest failed: %s: %s", result.source, result.reason)
+        if progress:
+            progress(result)
+
+    def flush() -> None:
+        if not pending:
+            return
+        texts = [embedding_input(p.title, chunk) for p in pending for chunk in p.chunks]
+        try:
+            vectors = cached_embedder.embed(texts)
+        except OllamaError as exc:
+            for p in pending:
+                record(FileResult(p.item.source, FileStatus.FAILED, reason=f"embedding failed: {exc.reason}"))
+            pending.clear()
+            if isinstance(exc, OllamaUnavailable):
+                raise IngestAborted(f"embeddings unavailable: {exc.reason}") from exc
+            return
+        if len(vectors) != len(texts):
+            raise IngestAborted(f"embedder returned {len(vectors)} vectors for {len(texts)} texts")
+        ensure_vector_index(embedder.name, int(vectors.shape[1]))
+        offset = 0
+        for p in pending:
+            part = vectors[offset : offset + len(p.chunks)]
+            offset += len(p.chunks)
+            try:
+                record(_write(p, part, embedder.name, collection))
+            except IntegrityError as exc:
+                record(FileResult(p.item.source, FileStatus.FAILED, reason=f"database refused it: {exc}"))
+        pending.clear()
+
+    try:
+        for item in items:
+            if isinstance(item, FileResult):
+                record(item)
+                continue
+            prepared = _prepare(item, collection)
+            if isinstance(prepared, FileResult):
+                record(prepared)
+                continue
+            pending.append(prepared)
+            if sum(len(p.chunks) for p in pending) >= batch_size:
+                flush()
+        flush()
+    except IngestAborted as exc:
+        report.aborted = str(exc)
+    report.seconds = time.perf_counter() - started
+    metrics.record_ingest(statuses=[r.status for r in report.results], chunks=report.chunks)
+    return report
+
+
+def ingest_paths(*, paths: Iterable[str | Path], collection_name: str = "default", **kwargs) -> IngestReport:
+    return ingest_items(file_items(paths), collection_name=collection_name, **kwargs)
+
+
+def ingest_demo(*, collection_name: str = "default", **kwargs) -> IngestReport:
+    return ingest_items(demo_items(), collection_name=collection_name, **kwargs)
+
+
+def ingest_document(*, collection_name: str, source: str, data: bytes, media_type: str, title: str = "") -> FileResult:
+    """Ingest one document given as bytes (the API's upload and text paths)."""
+    item = SourceItem(source=source, data=data, media_type=media_type, fallback_title=title or source)
+    report = ingest_items([item], collection_name=collection_name)
+    if report.aborted and not report.results:
+        return FileResult(source, FileStatus.FAILED, reason=report.aborted)
+    result = report.results[0]
+    if title and result.document_id and result.status in (FileStatus.NEW, FileStatus.UPDATED):
+        Document.objects.filter(pk=result.document_id).update(title=title[:512])
+    return result
+
+
+def delete_document(*, document: Document) -> None:
+    with transaction.atomic():
+        collection = document.collection
+        document.delete()
+        collection.bump_version()

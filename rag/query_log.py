@@ -1,0 +1,42 @@
+"""Every answered question counted and logged: the query log, the cache counters, the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+from rag import metrics, sql
+from rag.cache_counters import increment_sql, lookup_counter, safely
+from rag.models import CacheOutcome, QueryLog
+from rag.text import question_hash
+
+
+def record(*, question: str, collection: str, cache: CacheOutcome, total_ms: float, degraded: bool) -> None:
+    """Log and count one answered question; never raises (a failed log must not fail the answer)."""
+    safely("query log", _log, question, collection, cache, total_ms, degraded, default=None)
+    metrics.record_query(cache=cache, degraded=degraded, seconds=total_ms / 1000)
+
+
+def _log(question: str, collection: str, cache: CacheOutcome, total_ms: float, degraded: bool) -> None:
+    # Counted and logged in one round trip, committed lazily (see rag.sql.lazily): this runs on
+    # every cache hit.
+    count_sql, count_params = increment_sql({lookup_counter(cache): 1})
+    params: list[Any] = [
+        *count_params,
+        question,
+        question_hash(question),
+        collection,
+        str(cache),
+        total_ms,
+        degraded,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.lazily(
+                f"{count_sql}; INSERT INTO {QueryLog._meta.db_table} "
+                "(question, question_hash, collection, cache, latency_ms, degraded, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, now())"
+            ),
+            params,
+        )

@@ -1,0 +1,72 @@
+"""An answer as the API returns it, and the events of a streamed answer (NDJSON lines):
+``meta`` (sources and flags), ``token``s, then ``done`` or ``error``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.models import CacheOutcome
+from rag.retrieval import RetrievedChunk
+
+NO_MATCH = "No passage in this collection matches the question."
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    sources: list[RetrievedChunk]
+    collection: str
+    cache: CacheOutcome = CacheOutcome.MISS
+    degraded: bool = False
+    degraded_reason: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    generator: str = "extractive"
+    stale: bool = False  # a cached answer past its TTL, served because generation is down
+    matched_question: str | None = None  # the cached question a semantic hit answered
+    similarity: float | None = None
+
+    def degrade(self, reason: str) -> None:
+        self.degraded = True
+        self.degraded_reason = f"{self.degraded_reason}; {reason}" if self.degraded_reason else reason
+
+    def meta_event(self) -> dict[str, Any]:
+        return {
+            "type": "meta",
+            "question": self.question,
+            "collection": self.collection,
+            "sources": [chunk.as_source() for chunk in self.sources],
+            "cache": self.cache,
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+            "stale": self.stale,
+        }
+
+    def done_event(self) -> dict[str, Any]:
+        return {
+            "type": "done",
+            "answer": self.answer,
+            "generator": self.generator,
+            "cache": self.cache,
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+            "timings_ms": self.timings_ms,
+        }
+
+
+def token_event(text: str) -> dict[str, Any]:
+    return {"type": "token", "text": text}
+
+
+def error_event(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message}}
+
+
+def pieces(text: str) -> Iterator[str]:
+    """Word-sized pieces that join back to exactly ``text`` (a cached or extractive answer, streamed)."""
+    words = text.split(" ")
+    for index in range(0, len(words), 3):
+        piece = " ".join(words[index : index + 3])
+        yield piece if index + 3 >= len(words) else piece + " "

@@ -1,0 +1,58 @@
+"""System checks (``manage.py check``, and every ``runserver``/``migrate``) for configuration
+mistakes that would otherwise surface only at the first call to Ollama."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ValidationError
+
+from resilience import config
+from resilience.env import EnvError
+
+
+def settings_from_environment(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The environment seeds the settings rows: refuse values the admin would refuse."""
+    from resilience.models import SETTINGS_MODELS
+
+    try:
+        env = config.env_config()
+    except EnvError as exc:
+        return [checks.Error(str(exc), id="resilience.E001")]
+    problems: list[checks.CheckMessage] = []
+    for model in SETTINGS_MODELS:
+        row = model(**model.values_from(getattr(env, model.section)))
+        try:
+            row.clean()
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                variable = config.env_name(model.config_class, field)
+                problems.append(
+                    checks.Error(
+                        f"{variable}: {' '.join(messages)}",
+                        hint="Fix the environment variable, or edit the setting in the admin once migrated.",
+                        id="resilience.E002",
+                    )
+                )
+    return problems
+
+
+def metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Under gunicorn every worker writes its metrics to PROMETHEUS_MULTIPROC_DIR."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not (os.path.isdir(path) and os.access(path, os.W_OK)):
+        return [
+            checks.Error(
+                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory.",
+                hint="Create it (empty) before the workers start, or unset the variable.",
+                id="resilience.E003",
+            )
+        ]
+    return []
+
+
+def register() -> None:
+    checks.register(settings_from_environment)
+    checks.register(metrics_directory)

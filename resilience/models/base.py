@@ -1,0 +1,121 @@
+"""The settings singleton: one row per config section, edited in the admin, applied live."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from resilience.config import section_from_env
+
+# One row each, edited in the admin and applied live by every process (resilience.live). The
+# environment only seeds them when the database is created (migration 0002).
+
+
+def shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else "empty"
+
+
+def help_text(cls: type, name: str, text: str) -> str:
+    """Help text ending with the documented default, read from the config dataclass."""
+    return f"{text} Default: {shown(getattr(cls, name))}."
+
+
+Rule = tuple[Callable[[Any], bool], str]
+AT_LEAST_ONE: Rule = (lambda v: v >= 1, "Must be at least 1.")
+AT_LEAST_ZERO: Rule = (lambda v: v >= 0, "Must be 0 or more.")
+POSITIVE: Rule = (lambda v: v > 0, "Must be greater than 0.")
+FRACTION: Rule = (lambda v: 0 < v <= 1, "Must be greater than 0 and at most 1.")
+RATIO: Rule = (lambda v: 0 <= v <= 1, "Must be between 0 and 1.")
+
+DURATION = re.compile(r"^(-1|0|\d+|(\d+(\.\d+)?(ms|s|m|h))+)$")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be Ollama's base URL, or None.
+
+    Django's URLValidator would refuse a bare host name such as ``http://ollama:11434`` (a
+    Compose service), which is exactly what deployments use.
+    """
+    if not url or any(ch.isspace() for ch in url):
+        return "Enter a URL without spaces, like http://127.0.0.1:11434."
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "The URL must start with http:// or https://."
+    try:
+        port = parts.port
+    except ValueError:
+        return "The port must be a number between 0 and 65535."
+    if not parts.hostname or port == 0 or parts.query or parts.fragment or parts.username:
+        return "Enter a well-formed URL with a host and no query, fragment or credentials."
+    return None
+
+
+class SettingsRow(models.Model):
+    """A singleton (always id 1) holding one config section; ``to_config()`` gives the dataclass."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    config_class: ClassVar[type]
+    section: ClassVar[str]  # the RuntimeConfig attribute it fills
+    rules: ClassVar[dict[str, Rule]] = {}
+
+    class Meta:
+        abstract = True
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="%(app_label)s_%(class)s_singleton")]
+
+    def __str__(self) -> str:
+        return str(self._meta.verbose_name)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for name, (valid, message) in self.rules.items():
+            value = getattr(self, name)
+            if value is not None and not valid(value):
+                errors[name] = message
+        errors.update(self.other_errors())
+        if errors:
+            raise ValidationError(errors)
+
+    def other_errors(self) -> dict[str, str]:
+        """Errors the per-field rules cannot express."""
+        return {}
+
+    def to_config(self) -> Any:
+        return self.config_class(**{f.name: getattr(self, f.name) for f in fields(self.config_class)})
+
+    @classmethod
+    def values_from(cls, section: Any) -> dict[str, Any]:
+        """Field values for a config section (the environment's, when seeding a database)."""
+        return {f.name: getattr(section, f.name) for f in fields(section)}
+
+    @classmethod
+    def load(cls, *, version: str | None = None) -> Self:
+        """The row, created from the environment if missing, cached per process.
+
+        The cached copy is reused while ``version`` (a digest of the row that resilience.live
+        reads for all sections in one query) is the one it was loaded at: an unchanged row costs
+        nothing.
+        """
+        cached = _loaded.get(cls)
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]  # type: ignore[return-value]
+        row, _ = cls.objects.get_or_create(pk=1, defaults=cls.values_from(section_from_env(cls.config_class)))
+        _loaded[cls] = (version, row)
+        return row
+
+
+_loaded: dict[type[SettingsRow], tuple[str | None, SettingsRow]] = {}

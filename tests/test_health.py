@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -80,6 +81,21 @@ def test_pending_migrations_make_it_unready(client, db, monkeypatch):
     response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["database"] is True and response.json()["migrated"] is False
+
+
+def test_a_database_without_the_cache_table_is_unready_until_migrate_creates_it(client, db):
+    # As a database prepared before the table was part of the migrations (rolled back after the test).
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE ragsite_cache")
+    response = client.get("/health/ready")
+    assert response.status_code == 503 and response.json()["migrated"] is False
+
+    migration = importlib.import_module("rag.migrations.0006_cache_table")
+    with connection.schema_editor() as editor:
+        migration.create_cache_table(None, editor)
+    assert client.get("/health/ready").status_code == 200
+    answered = client.post("/api/query", {"question": "What is a lambda?"}, content_type="application/json")
+    assert answered.status_code == 200  # throttled through the cache table, not a 500
 
 
 def test_a_migrated_schema_is_remembered(db, clock):

@@ -2,7 +2,7 @@
 
 Document writes always need a key or a staff session; queries and reads are open unless the
 access settings (admin, seeded from ``RAGSITE_ACCESS_*``) say keys only. Throttles count per key, or per client IP for
-callers without one, in the shared database cache so every worker counts against one budget.
+callers without one, in Postgres so every worker counts against one budget (rag.throttling).
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from rag.models import ApiKey
+from rag.throttling import WindowThrottle
 from resilience import config
 
 
@@ -81,7 +82,7 @@ class DocumentAccess(permissions.BasePermission):
         return has_key_or_staff(request)
 
 
-class PerKeyThrottle(throttling.SimpleRateThrottle):
+class PerKeyThrottle(WindowThrottle):
     scope = "key"
 
     def get_rate(self) -> str | None:
@@ -93,7 +94,7 @@ class PerKeyThrottle(throttling.SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
 
 
-class PerIpThrottle(throttling.SimpleRateThrottle):
+class PerIpThrottle(WindowThrottle):
     """Callers without a key share a budget per client address."""
 
     scope = "ip"

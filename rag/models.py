@@ -207,6 +207,22 @@ class ApiKey(models.Model):
             self.save(update_fields=["revoked_at"])
 
 
+class ThrottleCount(models.Model):
+    """A caller's requests in the current and the previous throttle window (rag.throttling).
+
+    The table is unlogged (migration 0007): a crash forgets the counts, nothing more.
+    """
+
+    key = models.CharField(max_length=200, primary_key=True)
+    window_index = models.BigIntegerField()
+    count = models.PositiveIntegerField(default=0)
+    previous = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"
+
+
 # THE ANSWER AND EMBEDDING CACHES
 # Their tables keep the names they were created with (they began in the resilience app).
 

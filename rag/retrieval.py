@@ -116,7 +116,11 @@ def hybrid_search(
     fused = fuse([vector_ids, text_ids], k)
     if not fused:
         return []
-    chunks = Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused]).select_related("document")
+    chunks = (
+        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused])
+        .select_related("document")
+        .defer("embedding", "search_vector")
+    )
     by_id = {chunk.pk: chunk for chunk in chunks}
     results = []
     for chunk_id, score in fused:

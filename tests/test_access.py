@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import override_settings
+from django.db import connections
+from rest_framework.request import Request
 
-from rag.models import ApiKey, Document
+from rag.access import PerIpThrottle
+from rag.models import ApiKey, Document, ThrottleCount
+from rag.throttling import count_request
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +77,6 @@ def test_queries_can_require_a_key(client, demo_corpus, resilience_config):
     assert ask(client, HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
 
 
-@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
 def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, resilience_config):
     resilience_config(access={"ip_rate": "3/minute"})
     statuses = [ask(client, REMOTE_ADDR="10.1.1.1").status_code for _ in range(4)]
@@ -85,7 +89,6 @@ def test_clients_without_a_key_are_throttled_per_address(client, demo_corpus, re
     assert ask(client, REMOTE_ADDR="10.1.1.1", HTTP_X_FORWARDED_FOR="1.2.3.4").status_code == 429
 
 
-@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
 def test_each_key_has_its_own_budget(client, demo_corpus, resilience_config):
     resilience_config(access={"ip_rate": "1/minute", "key_rate": "2/minute"})
     _, first = ApiKey.issue(name="a")
@@ -112,3 +115,42 @@ def test_access_rates_are_validated_in_the_admin(client):
     response = client.post("/admin/resilience/accesssettings/1/change/", {"ip_rate": "lots", "key_rate": "10/minute"})
     assert response.status_code == 200
     assert "Use a rate like" in response.content.decode()
+
+
+def test_the_previous_window_still_counts_until_it_has_slid_past(rf, db, resilience_config):
+    resilience_config(access={"ip_rate": "4/minute"})
+    clock = [6000.0]  # the start of a window
+    throttle = PerIpThrottle()
+    throttle.timer = lambda: clock[0]
+    request = Request(rf.post("/api/query", REMOTE_ADDR="10.9.9.9"), authenticators=[])
+    assert [throttle.allow_request(request, None) for _ in range(4)] == [True] * 4
+    clock[0] += 60 + 15  # a quarter into the next window: three quarters of the last one still weigh
+    assert throttle.allow_request(request, None) is True  # 4 * 0.75 + 1 = 4
+    assert throttle.allow_request(request, None) is False  # 4 * 0.75 + 2 = 5
+    assert throttle.wait() == pytest.approx(15)  # when the old window weighs only half
+    clock[0] += 15
+    assert throttle.allow_request(request, None) is True  # 4 * 0.5 + 2 = 4: the refusal was not counted
+
+
+def test_every_worker_counts_against_one_budget(db):
+    """Two connections (as two worker processes would have) count into one budget."""
+    key = f"throttle_ip_test-{os.getpid()}"
+
+    def in_another_worker(fn):
+        result: list = []
+
+        def run() -> None:
+            try:
+                result.append(fn())
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(10)
+        return result[0]
+
+    assert in_another_worker(lambda: count_request(key, window=7, duration=60)) == (1, 0)
+    assert in_another_worker(lambda: count_request(key, window=7, duration=60)) == (2, 0)
+    assert in_another_worker(lambda: count_request(key, window=8, duration=60)) == (1, 2)
+    in_another_worker(lambda: ThrottleCount.objects.filter(key=key).delete())

@@ -4,11 +4,16 @@ The fake Ollama holds its port with a full accept queue, so connects hang until 
 connect timeout (10 s by default, as in production). Embeddings and generation both point at it.
 The first queries wait for the timeout until the breakers open; after that every query is
 answered at once, degraded (full-text retrieval, extractive answer), without touching the network.
+
+It runs on the database as it is (the one ``make run`` leaves), throttles included: the queries
+carry an API key issued for the run (revoked at the end), as a client of the service would. The
+corpus is the ``default`` collection; the demo corpus is ingested first when it is empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import threading
@@ -30,16 +35,22 @@ def main(argv: list[str]) -> int:
     import django
 
     django.setup()
+    from django.core.management import call_command
     from django.test import Client
 
-    from rag.services import get_or_create_collection
+    from rag.models import ApiKey, Chunk, Collection
     from resilience import config
     from resilience.breaker import clear_registry, get_breaker
     from resilience.client import reset_client
     from resilience.testing import FakeOllama
 
-    get_or_create_collection("default")
-    client = Client()
+    call_command("ingest", "--demo", "--if-empty", "--no-progress", stdout=io.StringIO())
+    corpus = Collection.objects.get(name="default")
+    chunks = Chunk.objects.filter(collection=corpus).count()
+    documents = corpus.documents.count()
+    print(f"corpus: collection 'default', {documents} documents, {chunks} chunks")
+    key_row, key = ApiKey.issue(name="bench breaker")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
     def query(n: int) -> tuple[float, dict]:
         body = {"question": f"What does the yield statement do? ({n})", "use_cache": False}
@@ -101,6 +112,7 @@ def main(argv: list[str]) -> int:
             config.override(None)
             clear_registry()
             reset_client()
+            key_row.revoke()
 
     timeout_first = min(first)
     open_median = statistics.median(open_ms)
@@ -110,10 +122,11 @@ def main(argv: list[str]) -> int:
     print(f"first queries (waited for the connect timeout): min {min(first):.0f} ms, max {max(first):.0f} ms")
     print(f"open breaker, {len(open_ms)} queries: median {open_median:.2f} ms, p99 {open_p99:.2f} ms")
     print(f"degraded_reason: {sorted(reasons)}; requests reaching Ollama meanwhile: {network_requests}")
-    print(f"ratio first/open-p99: {ratio:.0f}x (goal >= 1000x, open p99 < 20 ms)")
+    print(f"ratio first/open-p99: {ratio:.0f}x (goal >= 1000x, open p99 < 15 ms)")
     print(
         json.dumps(
             {
+                "corpus": f"default: {documents} documents, {chunks} chunks",
                 "timeout_first_ms": round(timeout_first),
                 "timeout_first_max_ms": round(max(first)),
                 "open_median_ms": round(open_median, 2),

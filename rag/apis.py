@@ -25,7 +25,7 @@ from rag.errors import ServiceUnavailable
 from rag.ingestion import FileStatus, delete_document, ingest_document
 from rag.models import Document
 from rag.parsers import SafeJSONParser
-from rag.readers import MEDIA_TYPES
+from rag.readers import ReadError, media_type_for
 from rag.serializers import (
     DocumentDetailSerializer,
     DocumentInSerializer,
@@ -129,12 +129,10 @@ class DocumentListApi(generics.ListAPIView):
         data = serializer.validated_data
         upload = data.get("file")
         if upload is not None:
-            suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
-            media_type = MEDIA_TYPES.get(suffix)
-            if media_type is None:
-                raise ValidationError(
-                    {"file": [f"Unsupported file type {suffix or '(none)'!r}; use {sorted(MEDIA_TYPES)}."]}
-                )
+            try:
+                media_type = media_type_for(upload.name)
+            except ReadError as exc:
+                raise ValidationError({"file": [f"{str(exc).capitalize()}."]}) from None
             payload = upload.read()
             source = data.get("source") or f"upload:{upload.name}"
         else:

@@ -29,10 +29,12 @@ class ParsedText:
     media_type: str
 
 
-def media_type_for(path: Path) -> str:
-    media_type = MEDIA_TYPES.get(path.suffix.lower())
+def media_type_for(path: Path | str) -> str:
+    """The media type of a file name or path by its suffix; ReadError for one we cannot read."""
+    suffix = Path(path).suffix.lower()
+    media_type = MEDIA_TYPES.get(suffix)
     if media_type is None:
-        raise ReadError(f"unsupported file type {path.suffix or '(none)'!r}")
+        raise ReadError(f"unsupported file type {suffix or '(none)'!r}; use one of {sorted(MEDIA_TYPES)}")
     return media_type
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -209,6 +210,13 @@ for _network in RAGSITE_METRICS_ALLOW:
         ipaddress.ip_network(_network, strict=False)
     except ValueError:
         raise EnvError(f"RAGSITE_METRICS_ALLOW: {_network!r} is not an IP address or CIDR network") from None
+# Under gunicorn every worker writes its metrics to files there (ragsite/gunicorn_conf.py makes it).
+_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if _multiproc_dir and not (os.path.isdir(_multiproc_dir) and os.access(_multiproc_dir, os.W_OK)):
+    raise EnvError(
+        f"PROMETHEUS_MULTIPROC_DIR={_multiproc_dir} is not a writable directory: create it (empty) before "
+        "the workers start, or unset it"
+    )
 RAGSITE_METRICS_TOKEN = env_str("RAGSITE_METRICS_TOKEN", "")
 if RAGSITE_METRICS_TOKEN and len(RAGSITE_METRICS_TOKEN) < 16:
     raise EnvError("RAGSITE_METRICS_TOKEN must be at least 16 characters (or unset)")

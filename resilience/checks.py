@@ -3,7 +3,6 @@ mistakes that would otherwise surface only at the first call to Ollama."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.core import checks
@@ -39,20 +38,5 @@ def settings_from_environment(app_configs: Any = None, **kwargs: Any) -> list[ch
     return problems
 
 
-def metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Under gunicorn every worker writes its metrics to PROMETHEUS_MULTIPROC_DIR."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if path and not (os.path.isdir(path) and os.access(path, os.W_OK)):
-        return [
-            checks.Error(
-                f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory.",
-                hint="Create it (empty) before the workers start, or unset the variable.",
-                id="resilience.E003",
-            )
-        ]
-    return []
-
-
 def register() -> None:
     checks.register(settings_from_environment)
-    checks.register(metrics_directory)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from django.contrib import admin, messages
@@ -90,16 +89,20 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-ingest selected documents from their files", permissions=["change"])
     def reingest(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        """Read each file-backed document's file again: changed files are replaced, unchanged skipped."""
-        paths: dict[str, list[str]] = defaultdict(list)
+        """Read each file-backed document's file again: changed files are replaced, unchanged skipped.
+
+        Only files inside RAGSITE_DOCUMENT_ROOTS are read; documents sent through the API never are.
+        """
+        by_collection: dict[str, list[Document]] = defaultdict(list)
         skipped = 0
-        for source, collection in queryset.values_list("source", "collection__name"):
-            if Path(source).is_absolute() and Path(source).is_file():
-                paths[collection].append(source)
+        for document in queryset.select_related("collection"):
+            if document.file_root:
+                by_collection[document.collection.name].append(document)
             else:
                 skipped += 1
-        for collection, files in sorted(paths.items()):
-            report = ingestion.ingest_paths(paths=files, collection_name=collection)
+        for collection, documents in sorted(by_collection.items()):
+            items = list(ingestion.reingest_items(documents))
+            report = ingestion.ingest_items(items, collection_name=collection)
             level = messages.ERROR if report.failures or report.aborted else messages.SUCCESS
             detail = f" Stopped: {report.aborted}." if report.aborted else ""
             failures = "".join(f" {r.source}: {r.reason}." for r in report.failures)
@@ -107,7 +110,7 @@ class DocumentAdmin(admin.ModelAdmin):
         if skipped:
             self.message_user(
                 request,
-                f"{skipped} document(s) skipped: not read from a file, or the file no longer exists.",
+                f"{skipped} document(s) skipped: not read from a file (sent through the API).",
                 messages.WARNING,
             )
 

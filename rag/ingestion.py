@@ -6,6 +6,7 @@ bad one is reported with its reason and leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -44,6 +45,9 @@ class SourceItem:
     data: bytes
     media_type: str
     fallback_title: str
+    # The folder a file was read from (never shown; ``source`` is the path relative to it). Empty
+    # for documents that are not files (the API's, the demo's): nothing ever reads them again.
+    root: str = ""
 
 
 class FileStatus(StrEnum):
@@ -101,36 +105,65 @@ class _Pending:
     existing_id: int | None
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterator[Path | tuple[Path, str]]:
-    """Files under the given paths (recursively), or (path, reason) for a path that is unusable."""
+def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tuple[Path, str]]:
+    """(root, file) for the files under the given paths (recursively), or (path, reason) for a path
+    that is unusable. A folder given is the root of the files found in it; a file's root is its folder.
+    """
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if child.suffix.lower() in MEDIA_TYPES and not any(part.startswith(".") for part in child.parts):
-                    yield child
+            root = path.resolve()
+            for child in sorted(p for p in root.rglob("*") if p.is_file()):
+                relative = child.relative_to(root)
+                if child.suffix.lower() in MEDIA_TYPES and not any(part.startswith(".") for part in relative.parts):
+                    yield root, child
         elif path.is_file():
-            yield path
+            yield path.resolve().parent, path.resolve()
         else:
             yield (path, "no such file or directory")
 
 
 def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]:
-    for entry in iter_files(paths):
-        if isinstance(entry, tuple):
-            yield FileResult(source=str(entry[0]), status=FileStatus.FAILED, reason=entry[1])
+    """Files as documents: each named by its path relative to the folder it was found in."""
+    for root, entry in iter_files(paths):
+        if isinstance(entry, str):
+            yield FileResult(source=str(root), status=FileStatus.FAILED, reason=entry)
             continue
-        source = str(entry.resolve())
+        source = entry.relative_to(root).as_posix()
         try:
             media_type = media_type_for(entry)
             data = entry.read_bytes()
         except ReadError as exc:
-            yield FileResult(source=source, status=FileStatus.FAILED, reason=str(exc))
+            yield FileResult(source=str(entry), status=FileStatus.FAILED, reason=str(exc))
             continue
         except OSError as exc:
-            yield FileResult(source=source, status=FileStatus.FAILED, reason=f"cannot read: {exc.strerror or exc}")
+            yield FileResult(source=str(entry), status=FileStatus.FAILED, reason=f"cannot read: {exc.strerror or exc}")
             continue
-        yield SourceItem(source=source, data=data, media_type=media_type, fallback_title=entry.stem)
+        yield SourceItem(source=source, data=data, media_type=media_type, fallback_title=entry.stem, root=str(root))
+
+
+def within_document_roots(path: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in a folder of RAGSITE_DOCUMENT_ROOTS."""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in settings.RAGSITE_DOCUMENT_ROOTS)
+
+
+def reingest_items(documents: Iterable[Document]) -> Iterator[SourceItem | FileResult]:
+    """File-backed documents read again from their files, only inside RAGSITE_DOCUMENT_ROOTS.
+
+    Documents that are not files (the API's) are never read from disk, whatever their source says.
+    """
+    for document in documents:
+        if not document.file_root:
+            continue
+        path = Path(document.file_root) / document.source
+        if not (within_document_roots(Path(document.file_root)) and within_document_roots(path)):
+            yield FileResult(document.source, FileStatus.FAILED, reason="its folder is not in RAGSITE_DOCUMENT_ROOTS")
+            continue
+        for entry in file_items([path]):
+            if isinstance(entry, SourceItem):  # named as it was first ingested
+                entry = dataclasses.replace(entry, source=document.source, root=document.file_root)
+            yield entry
 
 
 def demo_items() -> Iterator[SourceItem]:
@@ -148,7 +181,11 @@ def demo_items() -> Iterator[SourceItem]:
 
 def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
     sha256 = hashlib.sha256(item.data).hexdigest()
-    existing = Document.objects.filter(collection=collection, source=item.source).values("id", "sha256").first()
+    existing = (
+        Document.objects.filter(collection=collection, file_root=item.root, source=item.source)
+        .values("id", "sha256")
+        .first()
+    )
     if existing and existing["sha256"] == sha256:
         return FileResult(source=item.source, status=FileStatus.UNCHANGED, document_id=existing["id"])
     try:
@@ -183,6 +220,7 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
             document = Document.objects.create(
                 collection=collection,
                 source=item.source,
+                file_root=item.root,
                 title=pending.title,
                 sha256=pending.sha256,
                 media_type=item.media_type,

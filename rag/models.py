@@ -62,7 +62,16 @@ class Collection(models.Model):
 
 class Document(models.Model):
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
-    source = models.CharField(max_length=1024, help_text="File path or URI the text came from.")
+    source = models.CharField(
+        max_length=1024,
+        help_text="Where the text came from: a file's path relative to its folder, or a label given through the API.",
+    )
+    file_root = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="",
+        help_text="The folder a file was read from (never shown to callers); empty for documents that are not files.",
+    )
     title = models.CharField(max_length=512)
     sha256 = models.CharField(max_length=64)
     media_type = models.CharField(max_length=100)
@@ -73,7 +82,7 @@ class Document(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["collection", "source"], name="document_unique_source"),
+            models.UniqueConstraint(fields=["collection", "file_root", "source"], name="document_unique_file_source"),
         ]
 
     def __str__(self) -> str:

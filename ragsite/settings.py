@@ -195,6 +195,9 @@ RAGSITE_CHUNK_SIZE = env_int("RAGSITE_CHUNK_SIZE", 800, minimum=100)
 RAGSITE_CHUNK_OVERLAP = env_int("RAGSITE_CHUNK_OVERLAP", 150, minimum=0)
 if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:
     raise EnvError("RAGSITE_CHUNK_OVERLAP must be smaller than RAGSITE_CHUNK_SIZE")
+# Folders whose files the admin may re-ingest. A document sent through the API is never read from
+# disk, whatever its source says; a file ingested from the command line remembers its folder.
+RAGSITE_DOCUMENT_ROOTS = [str(Path(p).expanduser().resolve()) for p in env_list("RAGSITE_DOCUMENT_ROOTS", [])]
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
 

@@ -210,7 +210,7 @@ def test_collections_and_documents_show_chunk_counts(admin_client, facilities):
 
 def test_delete_goes_through_the_service_and_bumps_the_corpus_version(admin_client, facilities):
     version = facilities.corpus_version
-    document = Document.objects.get(collection=facilities, source__endswith="boilers.txt")
+    document = Document.objects.get(collection=facilities, source="boilers.txt")
     admin_client.post(
         "/admin/rag/document/", {"action": "delete_selected", "_selected_action": [document.pk], "post": "yes"}
     )
@@ -219,18 +219,48 @@ def test_delete_goes_through_the_service_and_bumps_the_corpus_version(admin_clie
     assert facilities.corpus_version == version + 1
 
 
-def test_reingest_reads_changed_files_and_skips_the_others(admin_client, facilities, write_files):
-    boilers = Document.objects.get(collection=facilities, source__endswith="boilers.txt")
+def test_reingest_reads_changed_files_and_skips_the_others(admin_client, facilities, write_files, settings):
+    root = write_files({})
+    settings.RAGSITE_DOCUMENT_ROOTS = [str(root)]
+    boilers = Document.objects.get(collection=facilities, source="boilers.txt")
+    assert boilers.file_root == str(root.resolve())
     write_files({"boilers.txt": "Boilers are serviced every March now."})
     pasted = Document.objects.create(
         collection=facilities, source="api:pasted", title="Pasted", sha256="0", media_type="text/plain"
     )
-    ids = [boilers.pk, pasted.pk, Document.objects.get(collection=facilities, source__endswith="parking.txt").pk]
+    ids = [boilers.pk, pasted.pk, Document.objects.get(collection=facilities, source="parking.txt").pk]
     response = admin_client.post("/admin/rag/document/", {"action": "reingest", "_selected_action": ids}, follow=True)
     page = response.content.decode()
     assert "1 updated, 1 unchanged" in page
     assert "1 document(s) skipped" in page
     assert "March" in boilers.chunks.get().text
+
+
+def test_a_document_sent_through_the_api_never_reads_a_server_file(admin_client, key_client, tmp_path, settings):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("The vault code is 4711.")
+    settings.RAGSITE_DOCUMENT_ROOTS = [str(tmp_path)]  # even inside a document root
+    body = {"title": "Notes", "text": "Harmless notes.", "collection": "attack", "source": str(secret)}
+    created = key_client.post("/api/documents", json.dumps(body), content_type="application/json")
+    assert created.status_code == 201
+    document = Document.objects.get(pk=created.json()["document"]["id"])
+    admin_client.post("/admin/rag/document/", {"action": "reingest", "_selected_action": [document.pk]}, follow=True)
+    assert "4711" not in "".join(document.chunks.values_list("text", flat=True))
+    answer = key_client.post(
+        "/api/query", {"question": "What is the vault code?", "collection": "attack"}, content_type="application/json"
+    )
+    assert "4711" not in answer.content.decode()
+
+
+def test_reingest_reads_no_folder_outside_the_document_roots(admin_client, facilities, write_files, settings):
+    settings.RAGSITE_DOCUMENT_ROOTS = []
+    write_files({"boilers.txt": "Boilers are serviced every March now."})
+    boilers = Document.objects.get(collection=facilities, source="boilers.txt")
+    response = admin_client.post(
+        "/admin/rag/document/", {"action": "reingest", "_selected_action": [boilers.pk]}, follow=True
+    )
+    assert "its folder is not in RAGSITE_DOCUMENT_ROOTS" in response.content.decode()
+    assert "March" not in boilers.chunks.get().text
 
 
 def test_the_query_log_filters_by_cache_result_and_degradation(admin_client):

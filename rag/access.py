@@ -58,6 +58,12 @@ def has_key_or_staff(request: Request) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_staff)
 
 
+def has_key_or_session(request: Request) -> bool:
+    """A caller we know: an API key or a signed-in user (staff or not)."""
+    user = request.user
+    return isinstance(request.auth, ApiKey) or bool(user is not None and user.is_authenticated)
+
+
 def queries_require_key() -> bool:
     return config.current().access.queries_require_key
 

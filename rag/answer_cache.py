@@ -337,6 +337,19 @@ def _store(
     return True
 
 
+def is_full() -> bool:
+    """Whether the cache holds ``max_entries`` answers or more (a store would evict one)."""
+    limit = config.current().cache.max_entries
+
+    def full() -> bool:
+        with connection.cursor() as cursor:
+            # Counts at most ``limit`` rows, however large the table.
+            cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {ANSWERS} LIMIT %s) AS n", [limit])
+            return cursor.fetchone()[0] >= limit
+
+    return safely("size check", full, default=True)
+
+
 def store(
     scope: Scope, question: str, vector: np.ndarray, answer: str, sources: list[dict[str, Any]], generator: str
 ) -> bool:

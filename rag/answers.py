@@ -10,6 +10,11 @@
    window) is served, marked stale; else the extractive answer;
 7. the answer stored in the cache (never a degraded one), and the question logged and counted.
 
+Admission: once the cache is full, an anonymous caller's answer is cached only when the question
+has been asked before (the query log knows), so one caller asking many new questions cannot push
+everyone's answers out of the bounded cache. Key holders' and signed-in users' answers, and any
+answer while there is room, are cached at once.
+
 Everything that can refuse the question (an unknown collection) happens before the first event,
 so a caller can still answer with a plain error. A generation that fails mid-stream ends with an
 ``error`` event: the tokens already sent cannot be taken back.
@@ -46,6 +51,7 @@ def answer_question(
     k: int = 5,
     use_cache: bool = True,
     log_query: bool = True,
+    trusted: bool = True,
 ) -> Answer:
     """Answer from the cache, or retrieve the best passages and answer from them.
 
@@ -53,7 +59,7 @@ def answer_question(
     answer cache. ``log_query=False`` keeps the question out of the query log and the hit/miss
     counters (cache warming).
     """
-    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=log_query)
+    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=log_query, trusted=trusted)
     for _ in run.events(stream=False):
         pass
     assert run.answer is not None
@@ -61,14 +67,14 @@ def answer_question(
 
 
 def stream_answer(
-    *, question: str, collection_name: str = "default", k: int = 5, use_cache: bool = True
+    *, question: str, collection_name: str = "default", k: int = 5, use_cache: bool = True, trusted: bool = True
 ) -> Iterator[dict[str, Any]]:
     """The answer as events: ``meta`` (sources, flags), ``token``s, then ``done`` or ``error``.
 
     With the Ollama backend the tokens are passed on as Ollama streams them; a cached or extractive
     answer is sent in word-sized pieces.
     """
-    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=True)
+    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=True, trusted=trusted)
     run.prepare()  # refuses an unknown collection now, before the response starts
     return run.events(stream=True)
 
@@ -80,8 +86,11 @@ def _ms(seconds: float) -> float:
 class _Run:
     """One question on its way through the pipeline."""
 
-    def __init__(self, question: str, collection_name: str, k: int, *, use_cache: bool, log_query: bool) -> None:
+    def __init__(
+        self, question: str, collection_name: str, k: int, *, use_cache: bool, log_query: bool, trusted: bool
+    ) -> None:
         self.question = question
+        self.trusted = trusted
         self.collection_name = collection_name
         self.k = k
         self.use_cache = use_cache
@@ -245,6 +254,9 @@ class _Run:
     def _store(self) -> None:
         answer = self.answer
         if self.scope is None or self.vector is None or answer is None or answer.degraded:
+            return
+        if not self.trusted and answer_cache.is_full() and not query_log.asked_before(self.collection, self.question):
+            count(unadmitted=1)
             return
         sources = [chunk.as_source() for chunk in answer.sources]
         answer_cache.store(self.scope, self.question, self.vector, answer.answer, sources, answer.generator)

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from rag.access import DocumentAccess
+from rag.access import DocumentAccess, has_key_or_session
 from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
@@ -68,6 +68,8 @@ class QueryApi(APIView):
             "collection_name": data["collection"],
             "k": data["k"],
             "use_cache": data["use_cache"],
+            # Anonymous answers are cached only once a question repeats (rag.answers).
+            "trusted": has_key_or_session(request),
         }
         try:
             if data["stream"]:

@@ -110,6 +110,7 @@ def stats() -> dict[str, Any]:
         "expirations": counters.get("expirations", 0),
         "invalidations": counters.get("invalidations", 0),
         "stale_served": counters.get("stale_served", 0),
+        "unadmitted": counters.get("unadmitted", 0),
         "errors": counters["errors"] + _unrecorded_errors,
         "ttl_seconds": cfg.ttl_seconds,
         "serve_stale_seconds": cfg.serve_stale_seconds,

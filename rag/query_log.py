@@ -8,8 +8,17 @@ from django.db import connection
 
 from rag import metrics, sql
 from rag.cache_counters import increment_sql, lookup_counter, safely
-from rag.models import CacheOutcome, QueryLog
+from rag.models import CacheOutcome, Collection, QueryLog
 from rag.text import question_hash
+
+
+def asked_before(collection: Collection, question: str) -> bool:
+    """Whether the query log holds this question (normalised) for this collection."""
+    return safely(
+        "query log lookup",
+        lambda: QueryLog.objects.filter(collection=collection.name, question_hash=question_hash(question)).exists(),
+        default=False,
+    )
 
 
 def record(*, question: str, collection: str, cache: CacheOutcome, total_ms: float, degraded: bool) -> None:

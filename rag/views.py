@@ -33,7 +33,10 @@ def search(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             answer = answer_question(
-                question=data["q"], collection_name=data["collection"] or "default", k=data["k"] or 5
+                question=data["q"],
+                collection_name=data["collection"] or "default",
+                k=data["k"] or 5,
+                trusted=request.user.is_authenticated,
             )
     except CollectionNotFound:
         error, status = f"No collection named {form.cleaned_data['collection']!r}.", 404

@@ -53,5 +53,8 @@ class CacheMetricsSerializer(serializers.Serializer):
     expirations = serializers.IntegerField(required=False)
     invalidations = serializers.IntegerField(required=False)
     stale_served = serializers.IntegerField(required=False)
+    unadmitted = serializers.IntegerField(
+        required=False, help_text="Anonymous answers not stored because the cache was full and the question new."
+    )
     errors = serializers.IntegerField(required=False)
     serve_stale_seconds = serializers.IntegerField(required=False)

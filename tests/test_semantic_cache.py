@@ -14,6 +14,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.db import connection, connections, transaction
+from django.test import Client
 
 from rag import answer_cache as cache
 from rag import cache_counters, sql
@@ -571,3 +572,25 @@ def test_identical_misses_in_two_processes_make_one_model_call(shared_corpus, fa
     assert there == {"cache": "miss", "generator": "ollama"}, err
     assert here.cache == "exact" and here.generator == "ollama"
     assert fake_ollama.count("/api/chat") == 1
+
+
+def test_one_anonymous_caller_cannot_flush_everyone_s_answers(client, corpus, api_key, empty_cache, resilience_config):
+    resilience_config(cache={"max_entries": 5})
+    keyed = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    kept = [f"What does the statement number {n} do?" for n in range(5)]
+    for question in kept:  # a full cache of key holders' answers
+        assert ask(keyed, question)["cache"] == "miss"
+    unadmitted = cache_counters.stats()["unadmitted"]
+    for n in range(20):  # a flood of new questions from one anonymous address
+        assert ask(client, f"Why is flood question {n} here?")["cache"] == "miss"
+    assert [ask(keyed, question)["cache"] for question in kept] == ["exact"] * 5
+    assert cache_counters.stats()["unadmitted"] == unadmitted + 20
+
+
+def test_an_anonymous_question_that_repeats_still_enters_a_full_cache(client, corpus, empty_cache, resilience_config):
+    resilience_config(cache={"max_entries": 1})
+    assert ask(client, "What does the pass statement do?")["cache"] == "miss"  # room: cached at once
+    question = "What does the del statement do?"
+    assert ask(client, question)["cache"] == "miss"  # full, and new: answered, not stored
+    assert ask(client, question)["cache"] == "miss"  # asked before: stored, evicting the LRU entry
+    assert ask(client, question)["cache"] == "exact"

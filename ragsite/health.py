@@ -8,6 +8,7 @@ because a shared upstream is down would only add an outage of our own.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from drf_spectacular.utils import extend_schema
@@ -116,22 +118,42 @@ def _database_cache() -> bool:
     return settings.CACHES["default"]["BACKEND"].endswith("db.DatabaseCache")
 
 
-def readiness() -> dict[str, Any]:
+def readiness(*, details: bool) -> dict[str, Any]:
+    """The probe's answer; ``details`` (Ollama, breakers) only for staff and metrics-token holders."""
     database, migrated = database_status()
-    provider = runtime_config.current().provider
-    uses_ollama = "ollama" in (provider.embedding_backend, provider.generation_backend)
-    ollama = ollama_probe() if uses_ollama else None
-    breakers = {name: breaker.state for name, breaker in sorted(all_breakers().items())}
     ready = database and migrated
-    return {
+    body: dict[str, Any] = {
         "status": "ok" if ready else "unavailable",
         "ready": ready,
         "database": database,
         "migrated": migrated,
-        "ollama": ollama,  # None: no backend uses Ollama
-        "breakers": breakers,
-        "degraded": ollama is False or any(state != CLOSED for state in breakers.values()),
     }
+    if details:
+        provider = runtime_config.current().provider
+        uses_ollama = "ollama" in (provider.embedding_backend, provider.generation_backend)
+        ollama = ollama_probe() if uses_ollama else None
+        breakers = {name: breaker.state for name, breaker in sorted(all_breakers().items())}
+        body["ollama"] = ollama  # None: no backend uses Ollama
+        body["breakers"] = breakers
+        body["degraded"] = ollama is False or any(state != CLOSED for state in breakers.values())
+    return body
+
+
+def sees_details(request: Request) -> bool:
+    """Staff (by their session) and holders of the metrics token see what the service depends on.
+
+    Anyone else gets the status alone: the upstream's state and the breakers tell an outsider when
+    an attack on Ollama is working, and the probe would make an outbound call on their behalf.
+    """
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    expected = settings.RAGSITE_METRICS_TOKEN
+    if scheme.lower() == "bearer" and expected and hmac.compare_digest(token.strip().encode(), expected.encode()):
+        return True
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False  # no session: no database read for it
+    # From the session itself: the probes' DRF request has no authenticators, so its user is anonymous.
+    user = get_user(request._request)
+    return bool(user.is_active and user.is_staff)
 
 
 class ProbeApi(APIView):
@@ -151,7 +173,7 @@ class LiveApi(ProbeApi):
 class ReadyApi(ProbeApi):
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request: Request) -> Response:
-        body = readiness()
+        body = readiness(details=sees_details(request))
         return Response(body, status=status.HTTP_200_OK if body["ready"] else status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
@@ -160,5 +182,5 @@ class HealthApi(ProbeApi):
 
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request: Request) -> Response:
-        body = {"live": True, **readiness()}
+        body = {"live": True, **readiness(details=sees_details(request))}
         return Response(body, status=status.HTTP_200_OK if body["ready"] else status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -205,7 +205,9 @@ RAGSITE_MAX_K = 50
 # /metrics and the /api/*/metrics endpoints answer these addresses (IPs or CIDR networks; "none"
 # for no address) without a token; anyone else must send "Authorization: Bearer <token>". With
 # no token set, only the listed addresses get in.
-RAGSITE_METRICS_ALLOW = env_list("RAGSITE_METRICS_ALLOW", ["127.0.0.0/8", "::1"])
+# Behind a proxy on the same host every visitor arrives from loopback: in production the metrics
+# endpoints answer the token alone unless addresses are listed explicitly.
+RAGSITE_METRICS_ALLOW = env_list("RAGSITE_METRICS_ALLOW", [] if RAGSITE_ENV == "production" else ["127.0.0.0/8", "::1"])
 if [item.lower() for item in RAGSITE_METRICS_ALLOW] == ["none"]:
     RAGSITE_METRICS_ALLOW = []
 for _network in RAGSITE_METRICS_ALLOW:

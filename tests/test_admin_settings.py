@@ -85,6 +85,9 @@ INVALID = [
     (ProviderSettings, {"ollama_base_url": "http://ollama:99999"}, "ollama_base_url", "The port must be a number"),
     (ProviderSettings, {"ollama_base_url": "http://oll ama"}, "ollama_base_url", "Enter a URL without spaces"),
     (ProviderSettings, {"ollama_base_url": "http://o:1/?x=1"}, "ollama_base_url", "Enter a well-formed URL"),
+    (ProviderSettings, {"ollama_base_url": "http://169.254.169.254/"}, "ollama_base_url", "Link-local and cloud"),
+    (ProviderSettings, {"ollama_base_url": "http://[fd00:ec2::254]:80"}, "ollama_base_url", "Link-local and cloud"),
+    (ProviderSettings, {"ollama_base_url": "http://metadata.google.internal"}, "ollama_base_url", "Link-local"),
     (
         ProviderSettings,
         {"generation_backend": "ollama", "generation_model": ""},
@@ -220,3 +223,10 @@ def test_turning_the_cache_off_stops_lookups_at_the_next_query(admin_client, cli
     assert ask() == "exact"
     assert post(admin_client, CacheSettings, enabled=False).status_code == 302
     assert ask() == "bypass"
+
+
+def test_a_link_local_ollama_is_saved_only_where_the_servers_allow_it(admin_client, monkeypatch):
+    monkeypatch.setenv("RAGSITE_ALLOW_LINK_LOCAL_OLLAMA", "true")
+    response = post(admin_client, ProviderSettings, ollama_base_url="http://169.254.10.20:11434")
+    assert response.status_code == 302
+    assert ProviderSettings.objects.get().ollama_base_url == "http://169.254.10.20:11434"

@@ -35,8 +35,8 @@ def test_live_does_no_io(client):
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_with_a_migrated_database_and_no_ollama_backend(client, db, resilience_config):
-    response = client.get("/health/ready")
+def test_ready_with_a_migrated_database_and_no_ollama_backend(admin_client, resilience_config):
+    response = admin_client.get("/health/ready")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["ready"] is True
@@ -44,26 +44,38 @@ def test_ready_with_a_migrated_database_and_no_ollama_backend(client, db, resili
     assert body["ollama"] is None  # nothing configured uses Ollama, so it is not asked
 
 
-def test_ready_reports_ollama_up(client, db, ollama_generation):
-    body = client.get("/health/ready").json()
+def test_ready_reports_ollama_up(admin_client, ollama_generation):
+    body = admin_client.get("/health/ready").json()
     assert body["ollama"] is True and body["degraded"] is False
     assert ollama_generation.count("/api/version") == 1
 
 
-def test_ready_stays_200_when_ollama_is_down(client, db, ollama_generation):
+def test_ready_stays_200_when_ollama_is_down(admin_client, ollama_generation):
     ollama_generation.set_mode("down")
     get_breaker("chat").force_open()
-    response = client.get("/health/ready")
+    response = admin_client.get("/health/ready")
     assert response.status_code == 200
     body = response.json()
     assert body["ollama"] is False and body["degraded"] is True
     assert body["breakers"]["chat"] == "open"
 
 
-def test_ollama_is_asked_at_most_once_per_ttl(client, db, ollama_generation):
+def test_ollama_is_asked_at_most_once_per_ttl(admin_client, ollama_generation):
     for _ in range(3):
-        client.get("/health/ready")
+        admin_client.get("/health/ready")
     assert ollama_generation.count("/api/version") == 1
+
+
+def test_anonymous_callers_get_the_status_alone(client, db, ollama_generation, settings):
+    get_breaker("chat").force_open()
+    for path in ("/health", "/health/ready"):
+        body = client.get(path).json()
+        assert body["status"] == "ok" and body["ready"] is True
+        assert not {"ollama", "breakers", "degraded"} & set(body)
+    assert ollama_generation.count("/api/version") == 0  # nor does an anonymous probe call Ollama
+    settings.RAGSITE_METRICS_TOKEN = "t" * 24
+    detailed = client.get("/health/ready", HTTP_AUTHORIZATION="Bearer " + "t" * 24).json()
+    assert detailed["breakers"]["chat"] == "open" and detailed["degraded"] is True
 
 
 def test_the_summary_keeps_the_original_keys(client, db):

@@ -170,3 +170,18 @@ def test_scrapes_are_not_throttled(client, db, resilience_config):
     resilience_config(access={"ip_rate": "2/minute"})
     statuses = [client.get(path).status_code for _ in range(4) for path in ENDPOINTS[:3]]
     assert set(statuses) == {200}
+
+
+def test_production_lets_no_address_in_by_default():
+    """Behind a same-host proxy every visitor comes from loopback: production asks for the token."""
+    import os
+    import subprocess
+    import sys
+
+    script = "from django.conf import settings; print(settings.RAGSITE_METRICS_ALLOW)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", "RAGSITE_ENV": "production"}
+    env["DJANGO_SECRET_KEY"] = "s" * 40
+    env.pop("RAGSITE_METRICS_ALLOW", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import fields
@@ -13,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from resilience.config import section_from_env
+from resilience.env import env_bool
 
 # One row each, edited in the admin and applied live by every process (resilience.live). The
 # environment only seeds them when the database is created (migration 0002).
@@ -43,6 +45,22 @@ RATIO: Rule = (lambda v: 0 <= v <= 1, "Must be between 0 and 1.")
 DURATION = re.compile(r"^(-1|0|\d+|(\d+(\.\d+)?(ms|s|m|h))+)$")
 
 
+# Cloud metadata services answer on link-local addresses and well-known names: an Ollama URL
+# pointing there would make the service fetch credentials on an admin's say-so.
+METADATA_HOSTS = frozenset(["metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"])
+
+
+def _link_local(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower().rstrip(".") in METADATA_HOSTS
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    # fd00::/8 holds the IPv6 metadata addresses (fd00:ec2::254).
+    return address.is_link_local or (address.version == 6 and address in ipaddress.ip_network("fd00::/8"))
+
+
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be Ollama's base URL, or None.
 
@@ -60,6 +78,11 @@ def url_problem(url: str) -> str | None:
         return "The port must be a number between 0 and 65535."
     if not parts.hostname or port == 0 or parts.query or parts.fragment or parts.username:
         return "Enter a well-formed URL with a host and no query, fragment or credentials."
+    if _link_local(parts.hostname) and not env_bool("RAGSITE_ALLOW_LINK_LOCAL_OLLAMA", False):
+        return (
+            "Link-local and cloud metadata addresses are refused; set RAGSITE_ALLOW_LINK_LOCAL_OLLAMA=true "
+            "on the servers if Ollama really lives there."
+        )
     return None
 
 

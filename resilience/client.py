@@ -42,7 +42,7 @@ CHAT = "chat"
 OPERATIONS = (EMBED, CHAT)
 
 _MODEL_NOT_FOUND = re.compile(r"model .* not found", re.I)
-MAX_REASON_CHARS = 120
+MAX_DETAIL_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _malformed(endpoint: str, what: str) -> NoReturn:
 
 def _short(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -291,9 +291,9 @@ class OllamaClient:
                     if not isinstance(data, dict):
                         _malformed(endpoint, "a stream line is not a JSON object")
                     if "error" in data:
-                        raise OllamaUnavailable(
-                            f"stream error: {_short(str(data['error']))}", endpoint=endpoint, status=200
-                        )
+                        detail = _short(str(data["error"]))
+                        logger.warning("Ollama stream from %s failed: %s", self.base_url, detail)
+                        raise OllamaUnavailable("stream error", endpoint=endpoint, status=200, detail=detail)
                     message = data.get("message")
                     piece = message.get("content", "") if isinstance(message, dict) else None
                     if not isinstance(piece, str):
@@ -398,9 +398,13 @@ class OllamaClient:
                 detail=message,
                 retry_after=_retry_after(response),
             )
+        # The body is the upstream's own words and may name hosts, paths or tokens: it goes to the
+        # log and stays on the exception for operators; the public reason names the status only.
         logger.warning("Ollama refused %s %s: HTTP %s: %s", self.base_url, endpoint, status, message)
-        reason = message if _MODEL_NOT_FOUND.search(message) else f"HTTP {status}: {message}"
-        raise OllamaConfigError(_short(reason), endpoint=endpoint, status=status, detail=message)
+        reason = f"upstream error {status}"
+        if _MODEL_NOT_FOUND.search(message):
+            reason += ": model not found"
+        raise OllamaConfigError(reason, endpoint=endpoint, status=status, detail=message)
 
     def _json(self, response: requests.Response, endpoint: str) -> dict[str, Any]:
         self._check_status(response, endpoint)
@@ -411,7 +415,9 @@ class OllamaClient:
         if not isinstance(data, dict):
             _malformed(endpoint, "not a JSON object")
         if "error" in data:
-            raise OllamaUnavailable(f"ollama error: {_short(str(data['error']))}", endpoint=endpoint)
+            detail = _short(str(data["error"]))
+            logger.warning("Ollama answered %s %s with an error: %s", self.base_url, endpoint, detail)
+            raise OllamaUnavailable("upstream error", endpoint=endpoint, detail=detail)
         return data
 
 

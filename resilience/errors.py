@@ -1,8 +1,10 @@
 """Exceptions raised by the Ollama client.
 
-Every failure carries a short human ``reason`` ("timeout", "HTTP 503", "circuit open") that the
-API shows as ``degraded_reason``: callers decide how to degrade from the exception class and never
-have to parse messages.
+Every failure carries a short public ``reason`` ("timeout", "HTTP 503", "upstream error 403",
+"circuit open") that the API shows to anyone as ``degraded_reason``, so it never holds text from
+the upstream; what the upstream said (its error body, the URL of a failed connection) is the
+private ``detail``, for logs and operators. Callers decide how to degrade from the exception class
+and never have to parse messages.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Everything goes over real sockets to the fake Ollama server.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -80,9 +81,38 @@ def test_unknown_model_is_reported_and_does_not_open_the_breaker(
     for _ in range(6):
         body = ask(client)
         assert body["degraded"] is True
-        assert "model 'no-such-model' not found" in body["degraded_reason"]
+        assert body["degraded_reason"] == "generation unavailable: upstream error 404: model not found"
     assert get_breaker("chat").state == "closed"
     assert ollama_generation.count("/api/chat") == 6  # never retried, never short-circuited
+
+
+# What a misconfigured or hostile upstream might put in an error body.
+SECRET = "Bearer sk-live-7f3a9c for http://10.0.0.7:11434/internal"
+
+
+@pytest.mark.parametrize(
+    ("status", "params", "reason"),
+    [
+        (403, {"error": SECRET}, "upstream error 403"),
+        (401, {"body": SECRET}, "upstream error 401"),
+        (404, {"error": f"model {SECRET} not found"}, "upstream error 404: model not found"),
+    ],
+)
+def test_upstream_error_bodies_stay_in_the_logs(client, demo_corpus, ollama_generation, caplog, status, params, reason):
+    ollama_generation.set_mode("status", paths=["/api/chat"], status=status, **params)
+    with caplog.at_level(logging.WARNING, logger="resilience.client"):
+        body = ask(client, use_cache=False)
+    assert body["degraded"] is True
+    assert body["degraded_reason"] == f"generation unavailable: {reason}"
+    assert "sk-live" not in json.dumps(body) and "10.0.0.7" not in json.dumps(body)
+    assert SECRET in caplog.text  # operators still see what the upstream said
+
+
+def test_embedding_error_bodies_stay_in_the_logs(client, ollama_facilities):
+    ollama_facilities.set_mode("status", paths=["/api/embed"], status=403, error=SECRET)
+    body = ask(client, "Where do staff park?", collection="facilities", use_cache=False)
+    assert body["degraded_reason"].startswith("embeddings unavailable: upstream error 403")
+    assert "sk-live" not in json.dumps(body)
 
 
 def test_embedding_fault_falls_back_to_full_text_retrieval(client, ollama_facilities):

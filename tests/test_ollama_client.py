@@ -71,8 +71,8 @@ def test_unknown_model_is_a_config_error_not_a_breaker_failure(
         for _ in range(10):
             with pytest.raises(OllamaConfigError) as info:
                 ollama.embed(["x"], "nomic-embed-text")
-    assert info.value.reason == "model 'nomic-embed-text' not found"
-    assert info.value.status == 404
+    assert info.value.reason == "upstream error 404: model not found"
+    assert (info.value.status, info.value.detail) == (404, "model 'nomic-embed-text' not found")
     assert fake_ollama.count("/api/embed") == 10  # never retried
     assert "model 'nomic-embed-text' not found" in caplog.text
     snap = breakers["embed"].snapshot()
@@ -83,7 +83,7 @@ def test_bad_request_is_a_config_error(ollama: OllamaClient, fake_ollama: FakeOl
     fake_ollama.set_mode("status", status=400, error="invalid input type")
     with pytest.raises(OllamaConfigError) as info:
         ollama.embed(["x"], EMBED_MODEL)
-    assert info.value.reason == "HTTP 400: invalid input type"
+    assert (info.value.reason, info.value.detail) == ("upstream error 400", "invalid input type")
 
 
 # -- faults → reasons ------------------------------------------------------------------------------
@@ -303,7 +303,8 @@ def test_chat_stream_error_mid_stream_raises_and_is_not_retried(
     with pytest.raises(OllamaUnavailable) as info:
         next(stream)
     assert received == ["According ", "to "]
-    assert info.value.reason == "stream error: an error was encountered while running the model"
+    assert info.value.reason == "stream error"
+    assert info.value.detail == "an error was encountered while running the model"
     assert fake_ollama.count("/api/chat") == 1
     assert breakers["chat"].failure_count == 1
 

@@ -66,6 +66,16 @@ def test_a_failure_mid_stream_ends_with_an_error_line(client, demo_corpus, ollam
     assert len([e for e in events if e["type"] == "token"]) == 2
 
 
+def test_an_upstream_error_text_never_reaches_the_stream(client, demo_corpus, ollama_chat):
+    ollama_chat.set_mode("stream_error", after=1, error="runner at http://10.0.0.7:11434 key sk-live-7f3a9c")
+    events = stream(client, use_cache=False)
+    assert events[-1] == {
+        "type": "error",
+        "error": {"code": "generation_failed", "message": "generation unavailable: stream error"},
+    }
+    assert "sk-live" not in json.dumps(events) and "10.0.0.7" not in json.dumps(events)
+
+
 def test_a_failure_before_the_first_token_falls_back_to_extractive(client, demo_corpus, ollama_chat):
     ollama_chat.set_mode("down")
     events = stream(client, use_cache=False)

@@ -7,8 +7,9 @@ import os
 import threading
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import connections
+from django.test import override_settings
 from rest_framework.request import Request
 
 from rag.access import PerIpThrottle
@@ -108,6 +109,38 @@ def test_staff_issue_a_key_in_the_admin_and_see_it_once(client):
     assert post_doc(client.__class__(), HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
     page = client.get(f"/admin/rag/apikey/{row.pk}/change/").content.decode()
     assert key not in page  # never shown again
+
+
+def staff_with(*codenames: str) -> User:
+    user = User.objects.create_user("-".join(codenames) or "staff", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="rag", codename__in=codenames))
+    return user
+
+
+def revoke(client, key: ApiKey):
+    return client.post("/admin/rag/apikey/", {"action": "revoke", "index": 0, "_selected_action": [key.pk]})
+
+
+def test_staff_who_may_only_view_keys_cannot_revoke_them(client):
+    row, key = ApiKey.issue(name="production app")
+    client.force_login(staff_with("view_apikey"))
+    listing = client.get("/admin/rag/apikey/")
+    assert listing.status_code == 200 and "production app" in listing.content.decode()
+    assert 'value="revoke"' not in listing.content.decode()  # the action is not offered
+    revoke(client, row)  # nor carried out when posted anyway
+    row.refresh_from_db()
+    assert row.is_active
+    assert client.__class__().get("/api/documents", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 200
+
+
+def test_staff_who_may_change_keys_revoke_them(client):
+    row, key = ApiKey.issue(name="leaked app")
+    client.force_login(staff_with("view_apikey", "change_apikey"))
+    assert 'value="revoke"' in client.get("/admin/rag/apikey/").content.decode()
+    assert revoke(client, row).status_code == 302
+    row.refresh_from_db()
+    assert not row.is_active
+    assert client.__class__().get("/api/documents", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 401
 
 
 def test_access_rates_are_validated_in_the_admin(client):

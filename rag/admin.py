@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.timesince import timesince
 
 from rag import cache_counters, ingestion
@@ -160,9 +161,25 @@ class ApiKeyAdmin(admin.ModelAdmin):
         row, key = ApiKey.issue(name=obj.name, created_by=request.user)
         obj.pk = row.pk
         obj.__dict__.update(row.__dict__)
-        messages.warning(
-            request, f"The new API key (shown only now, copy it): {key}  Use it as: Authorization: Bearer <key>"
-        )
+        obj._issued_key = key  # for response_add only: never stored
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The new key, shown once in this response's page.
+
+        Not as a message: the messages cookie is signed, not encrypted, and a key in it would sit
+        in the browser and in any log of request headers.
+        """
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key issued",
+            "api_key": obj,
+            "key": obj._issued_key,
+            "changelist_url": reverse("admin:rag_apikey_changelist"),
+        }
+        response = TemplateResponse(request, "admin/rag/apikey/issued.html", context)
+        add_never_cache_headers(response)
+        return response
 
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # revoke instead: the row keeps who had access and when

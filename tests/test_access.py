@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connections
-from django.test import override_settings
 from rest_framework.request import Request
 
 from rag.access import PerIpThrottle
@@ -101,11 +101,17 @@ def test_each_key_has_its_own_budget(client, demo_corpus, resilience_config):
 def test_staff_issue_a_key_in_the_admin_and_see_it_once(client):
     staff = User.objects.create_superuser("boss", password="x")
     client.force_login(staff)
-    response = client.post("/admin/rag/apikey/add/", {"name": "mobile app"}, follow=True)
-    shown = [str(m) for m in response.context["messages"]]
-    key = next(m for m in shown if "rsk_" in m).split(": ", 1)[1].split()[0]
+    response = client.post("/admin/rag/apikey/add/", {"name": "mobile app"})
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    key = re.search(r'<code id="api-key"[^>]*>(rsk_[\w-]+)</code>', response.content.decode()).group(1)
     row = ApiKey.objects.get(name="mobile app")
     assert row.key_hash == ApiKey.hash(key) and key not in str(row.__dict__)
+    # The key travels in this page only: not in a cookie (the messages cookie is signed, not
+    # encrypted), not in the session, not on the next page.
+    assert all(key not in morsel.OutputString() for morsel in response.cookies.values())
+    assert key not in str(dict(client.session.items()))
+    assert key not in client.get("/admin/rag/apikey/").content.decode()
     assert post_doc(client.__class__(), HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
     page = client.get(f"/admin/rag/apikey/{row.pk}/change/").content.decode()
     assert key not in page  # never shown again

@@ -1,8 +1,10 @@
 """Who may call the API, and how often: bearer API keys, staff sessions, throttles.
 
-Document writes always need a key or a staff session; queries and reads are open unless the
-access settings (admin, seeded from ``RAGSITE_ACCESS_*``) say keys only. Throttles count per key, or per client IP for
-callers without one, in Postgres so every worker counts against one budget (rag.throttling).
+Document writes always need a key, or a staff session holding the model permission the admin
+would ask for (``rag.add_document``, ``rag.delete_document``); queries and reads are open unless
+the access settings (admin, seeded from ``RAGSITE_ACCESS_*``) say keys only. Throttles count per
+key, or per client IP for callers without one, in Postgres so every worker counts against one
+budget (rag.throttling).
 """
 
 from __future__ import annotations
@@ -77,15 +79,32 @@ class ReadOrQuery(permissions.BasePermission):
         return not queries_require_key() or has_key_or_staff(request)
 
 
-class DocumentAccess(permissions.BasePermission):
-    """Reads like queries; writes (POST, DELETE) always need a key or a staff session."""
+# The model permission a staff session needs for each write, as the admin would ask for it.
+WRITE_PERMISSIONS = {
+    "POST": ("rag.add_document", "Adding documents"),
+    "DELETE": ("rag.delete_document", "Deleting documents"),
+}
 
-    message = "Adding or deleting documents needs an API key (Authorization: Bearer <key>) or a staff login."
+
+class DocumentAccess(permissions.BasePermission):
+    """Reads like queries; a write needs an API key, or a staff session with the model permission."""
+
+    message = "Changing documents needs an API key (Authorization: Bearer <key>) or a staff login."
 
     def has_permission(self, request: Request, view) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return ReadOrQuery().has_permission(request, view)
-        return has_key_or_staff(request)
+        if isinstance(request.auth, ApiKey):
+            return True
+        permission, action = WRITE_PERMISSIONS.get(request.method, (None, "Changing documents"))
+        self.message = (
+            f"{action} needs an API key (Authorization: Bearer <key>) or a staff login "
+            f"with the {permission or 'matching'} permission."
+        )
+        user = request.user
+        return bool(
+            permission and user is not None and user.is_authenticated and user.is_staff and user.has_perm(permission)
+        )
 
 
 class PerKeyThrottle(WindowThrottle):

@@ -30,6 +30,16 @@ def ask(client, **headers):
     return client.post("/api/query", body, content_type="application/json", **headers)
 
 
+def staff_with(*codenames: str) -> User:
+    user = User.objects.create_user("-".join(codenames) or "staff", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="rag", codename__in=codenames))
+    return user
+
+
+def revoke(client, key: ApiKey):
+    return client.post("/admin/rag/apikey/", {"action": "revoke", "index": 0, "_selected_action": [key.pk]})
+
+
 def test_writes_without_a_key_are_refused(client):
     response = post_doc(client)
     assert response.status_code == 401
@@ -55,9 +65,31 @@ def test_a_revoked_or_wrong_key_is_401_not_anonymous(client):
         assert response.json()["error"]["code"] == "authentication_failed"
 
 
-def test_a_staff_session_may_write(client):
-    staff = User.objects.create_user("editor", password="x", is_staff=True)
-    client.force_login(staff)
+def test_a_staff_session_writes_with_the_model_permissions(client):
+    client.force_login(staff_with("add_document", "delete_document"))
+    created = post_doc(client)
+    assert created.status_code == 201
+    assert client.delete(f"/api/documents/{created.json()['document']['id']}").status_code == 204
+    assert not Document.objects.filter(collection__name="access").exists()
+
+
+def test_a_staff_session_without_the_model_permissions_may_not_write(client, api_key):
+    document_id = post_doc(client, HTTP_AUTHORIZATION=f"Bearer {api_key}").json()["document"]["id"]
+    client.force_login(staff_with("view_apikey"))
+    refused = post_doc(client)
+    assert refused.status_code == 403
+    assert "rag.add_document" in refused.json()["error"]["message"]
+    refused = client.delete(f"/api/documents/{document_id}")
+    assert refused.status_code == 403
+    assert "rag.delete_document" in refused.json()["error"]["message"]
+    assert Document.objects.filter(pk=document_id).exists()
+    # Each permission covers its own write only.
+    client.force_login(staff_with("add_document"))
+    assert client.delete(f"/api/documents/{document_id}").status_code == 403
+
+
+def test_a_superuser_session_may_write(client):
+    client.force_login(User.objects.create_superuser("root", password="x"))
     assert post_doc(client).status_code == 201
 
 
@@ -115,16 +147,6 @@ def test_staff_issue_a_key_in_the_admin_and_see_it_once(client):
     assert post_doc(client.__class__(), HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
     page = client.get(f"/admin/rag/apikey/{row.pk}/change/").content.decode()
     assert key not in page  # never shown again
-
-
-def staff_with(*codenames: str) -> User:
-    user = User.objects.create_user("-".join(codenames) or "staff", password="x", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="rag", codename__in=codenames))
-    return user
-
-
-def revoke(client, key: ApiKey):
-    return client.post("/admin/rag/apikey/", {"action": "revoke", "index": 0, "_selected_action": [key.pk]})
 
 
 def test_staff_who_may_only_view_keys_cannot_revoke_them(client):

@@ -10,7 +10,9 @@ budget (rag.throttling).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
@@ -18,6 +20,9 @@ from rest_framework.request import Request
 from rag.models import ApiKey
 from rag.throttling import WindowThrottle
 from resilience import config
+
+if TYPE_CHECKING:  # rest_framework.views imports this module through the API settings
+    from rest_framework.views import APIView
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,25 @@ class PerIpThrottle(WindowThrottle):
         if isinstance(request.auth, ApiKey):
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def enforce(request: HttpRequest, view_class: type[APIView], *, throttle: bool = True) -> Request:
+    """Hold a plain Django view to an API view's authentication, permissions and throttles.
+
+    The search page answers through the same service as ``POST /api/query`` but outside DRF: this
+    runs DRF's own checks with that view's classes, so the page obeys the same rules and spends the
+    same throttle budget. Raises what the API view would (NotAuthenticated, AuthenticationFailed,
+    PermissionDenied, Throttled); ``throttle=False`` checks access without spending the budget.
+    """
+    view = view_class()
+    view.args, view.kwargs, view.headers = (), {}, {}
+    drf_request = view.initialize_request(request)
+    view.request = drf_request
+    view.perform_authentication(drf_request)
+    view.check_permissions(drf_request)
+    if throttle:
+        view.check_throttles(drf_request)
+    return drf_request
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

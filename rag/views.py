@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
+from urllib.parse import quote
 
 from django import forms
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from rest_framework import exceptions
 
+from rag.access import ApiKeyAuthentication, enforce
 from rag.answers import answer_question
+from rag.apis import QueryApi
 from rag.collections import CollectionNotFound
 from rag.models import Collection, collection_name_validator
 
@@ -23,31 +28,66 @@ class SearchForm(forms.Form):
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.RAGSITE_MAX_K)
 
 
+def _access_refused(request: HttpRequest, *, asking: bool) -> tuple[int, str, dict[str, str]] | None:
+    """Why the page may not answer this visitor now, as (status, message, headers); None if it may.
+
+    The same access rules and the same throttle budget as POST /api/query. Only a question spends
+    the budget, not the empty page.
+    """
+    try:
+        enforce(request, QueryApi, throttle=asking)
+    except (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied) as exc:
+        headers = {"WWW-Authenticate": ApiKeyAuthentication().authenticate_header(request)}
+        message = "Questions here are answered for signed-in staff only: please sign in."
+        return exc.status_code, message, headers if exc.status_code == 401 else {}
+    except exceptions.Throttled as exc:
+        wait = max(1, math.ceil(exc.wait or 1))
+        message = f"Too many questions from your address: please try again in {wait} seconds."
+        return 429, message, {"Retry-After": str(wait)}
+    return None
+
+
 def search(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.GET or None)
     answer = None
     error = None
+    sign_in_url = None
+    collections: list[str] = []
+    headers: dict[str, str] = {}
     status = 400 if (form.is_bound and not form.is_valid()) else 200
     try:
-        collections = list(Collection.objects.values_list("name", flat=True))
-        if form.is_valid():
-            data = form.cleaned_data
-            answer = answer_question(
-                question=data["q"],
-                collection_name=data["collection"] or "default",
-                k=data["k"] or 5,
-                trusted=request.user.is_authenticated,
-            )
+        refused = _access_refused(request, asking=form.is_valid())
+        if refused:
+            status, error, headers = refused
+            if status != 429:
+                sign_in_url = "/admin/login/?next=" + quote(request.get_full_path(), safe="/")
+        else:
+            collections = list(Collection.objects.values_list("name", flat=True))
+            if form.is_valid():
+                data = form.cleaned_data
+                answer = answer_question(
+                    question=data["q"],
+                    collection_name=data["collection"] or "default",
+                    k=data["k"] or 5,
+                    trusted=request.user.is_authenticated,
+                )
     except CollectionNotFound:
         error, status = f"No collection named {form.cleaned_data['collection']!r}.", 404
     except DatabaseError:
         logger.exception("search page: database unavailable")
         collections = []
         error, status = "The service is temporarily unavailable. Please try again in a few seconds.", 503
-    context = {"form": form, "answer": answer, "error": error, "collections": collections}
+        headers = {"Retry-After": "5"}
+    context = {
+        "form": form,
+        "answer": answer,
+        "error": error,
+        "sign_in_url": sign_in_url,
+        "collections": collections,
+    }
     response = render(request, "rag/search.html", context, status=status)
-    if status == 503:
-        response["Retry-After"] = "5"
+    for name, value in headers.items():
+        response[name] = value
     # Defence in depth: even if document text ever slipped through unescaped, no inline script
     # or foreign source would run.
     response["Content-Security-Policy"] = (

@@ -1,8 +1,21 @@
+import json
+
 import pytest
+from django.contrib.auth.models import User
+from django.test import override_settings
 
 from rag.ingestion import ingest_document
 
 pytestmark = pytest.mark.django_db
+
+QUESTION = "What does the yield statement do?"
+# Throttle counts in this process's memory, fresh for each test (see test_access.py).
+LOCAL_CACHE = override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+
+
+def api_ask(client, **extra):
+    body = json.dumps({"question": QUESTION, "k": 50})
+    return client.post("/api/query", body, content_type="application/json", **extra)
 
 
 def test_empty_page_shows_the_search_box(client, db):
@@ -12,7 +25,7 @@ def test_empty_page_shows_the_search_box(client, db):
 
 
 def test_search_shows_answer_and_numbered_sources(client, demo_corpus):
-    response = client.get("/", {"q": "What does the yield statement do?"})
+    response = client.get("/", {"q": QUESTION})
     assert response.status_code == 200
     html = response.content.decode()
     assert 'id="answer-text"' in html and "[1]" in html
@@ -44,3 +57,53 @@ def test_too_long_question_shows_a_form_error(client, db):
     response = client.get("/", {"q": "x" * 2001})
     assert response.status_code == 400
     assert "at most 2000 characters" in response.content.decode()
+
+
+# ACCESS: the page obeys the API's rules and throttles
+
+
+def test_key_only_mode_asks_visitors_to_sign_in_instead_of_answering(client, demo_corpus, resilience_config):
+    resilience_config(access={"queries_require_key": True})
+    assert api_ask(client).status_code == 401
+    response = client.get("/", {"q": QUESTION, "k": 50})
+    assert response.status_code == 401
+    html = response.content.decode()
+    assert 'id="answer-text"' not in html and "pydoc:yield" not in html
+    assert "signed-in staff only: please sign in" in html
+    assert 'href="/admin/login/?next=/%3Fq%3DWhat' in html
+    # A signed-in user who is not staff may not ask either (as in the API).
+    client.force_login(User.objects.create_user("visitor", password="x"))
+    response = client.get("/", {"q": QUESTION})
+    assert response.status_code == 403 and 'id="answer-text"' not in response.content.decode()
+
+
+def test_key_only_mode_answers_signed_in_staff(client, demo_corpus, resilience_config):
+    resilience_config(access={"queries_require_key": True})
+    client.force_login(User.objects.create_user("ops", password="x", is_staff=True))
+    response = client.get("/", {"q": QUESTION})
+    assert response.status_code == 200
+    assert 'id="answer-text"' in response.content.decode() and "pydoc:yield" in response.content.decode()
+
+
+@LOCAL_CACHE
+def test_page_questions_are_throttled_per_address(client, demo_corpus, resilience_config):
+    resilience_config(access={"ip_rate": "5/minute"})
+    for _ in range(3):  # showing the empty page spends nothing
+        assert client.get("/", REMOTE_ADDR="10.2.2.2").status_code == 200
+    statuses = [client.get("/", {"q": QUESTION, "k": 50}, REMOTE_ADDR="10.2.2.2").status_code for _ in range(6)]
+    assert statuses == [200, 200, 200, 200, 200, 429]
+    refused = client.get("/", {"q": QUESTION}, REMOTE_ADDR="10.2.2.2")
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    html = refused.content.decode()
+    assert "Too many questions from your address" in html and 'id="answer-text"' not in html
+    assert client.get("/", {"q": QUESTION}, REMOTE_ADDR="10.2.2.3").status_code == 200
+
+
+@LOCAL_CACHE
+def test_page_and_api_share_one_budget(client, demo_corpus, resilience_config):
+    resilience_config(access={"ip_rate": "5/minute"})
+    address = {"REMOTE_ADDR": "10.3.3.3"}
+    assert [client.get("/", {"q": QUESTION}, **address).status_code for _ in range(3)] == [200, 200, 200]
+    assert [api_ask(client, **address).status_code for _ in range(2)] == [200, 200]
+    assert client.get("/", {"q": QUESTION}, **address).status_code == 429
+    assert api_ask(client, **address).status_code == 429

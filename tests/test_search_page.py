@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import override_settings
 
@@ -57,6 +58,18 @@ def test_too_long_question_shows_a_form_error(client, db):
     response = client.get("/", {"q": "x" * 2001})
     assert response.status_code == 400
     assert "at most 2000 characters" in response.content.decode()
+
+
+def test_k_is_capped_as_in_the_api(client, demo_corpus):
+    too_many = settings.RAGSITE_MAX_K + 1
+    response = client.get("/", {"q": QUESTION, "k": too_many})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert f"less than or equal to {settings.RAGSITE_MAX_K}" in html and 'id="answer-text"' not in html
+    body = json.dumps({"question": QUESTION, "k": too_many})
+    assert client.post("/api/query", body, content_type="application/json").status_code == 400
+    response = client.get("/", {"q": QUESTION, "k": settings.RAGSITE_MAX_K})
+    assert response.status_code == 200 and 'id="answer-text"' in response.content.decode()
 
 
 # ACCESS: the page obeys the API's rules and throttles

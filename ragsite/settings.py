@@ -59,6 +59,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "ragsite.request_id.RequestIdMiddleware",
+    "ragsite.body_limit.BodyLimitMiddleware",  # before anything that could read the body
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -150,10 +151,14 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns at every star
 WHITENOISE_USE_FINDERS = True
 
 # LIMITS
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RAGSITE_MAX_BODY_BYTES", 2_621_440, minimum=1024)
-FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Every request body is at most RAGSITE_MAX_BODY_BYTES, except a multipart upload to
+# /api/documents, whose file may reach RAGSITE_MAX_UPLOAD_BYTES. ragsite.body_limit refuses a larger
+# body from its Content-Length before reading it (DRF's JSON parser reads the body without
+# looking at DATA_UPLOAD_MAX_MEMORY_SIZE, which only bounds form fields).
+RAGSITE_MAX_BODY_BYTES = env_int("RAGSITE_MAX_BODY_BYTES", 2_621_440, minimum=1024)
 RAGSITE_MAX_UPLOAD_BYTES = env_int("RAGSITE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = max(DATA_UPLOAD_MAX_MEMORY_SIZE, RAGSITE_MAX_UPLOAD_BYTES)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RAGSITE_MAX_BODY_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = RAGSITE_MAX_BODY_BYTES  # a larger upload is spooled to a temporary file
 
 # REST FRAMEWORK
 REST_FRAMEWORK = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 
@@ -83,32 +84,45 @@ def write_files(tmp_path):
     return write
 
 
+def build_pdf(text: str, *, pages: int = 1, repeat: int = 1, compress: bool = False, padding: int = 0) -> bytes:
+    """A real PDF (no external tools) whose ``pages`` pages all draw one content stream.
+
+    The stream shows ``text`` ``repeat`` times, Flate-compressed if asked; ``padding`` adds an
+    unused stream of that many bytes, making the file bigger without adding text.
+    """
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode() * repeat
+    filters = b""
+    if compress:
+        stream, filters = zlib.compress(stream, 9), b" /Filter /FlateDecode"
+    kids = " ".join(f"{5 + n} 0 R" for n in range(pages)).encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + kids + b"] /Count " + str(pages).encode() + b" >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length " + str(len(stream)).encode() + filters + b" >>\nstream\n" + stream + b"\nendstream",
+    ]
+    objects += [
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 3 0 R >> >> >>"
+    ] * pages
+    if padding:
+        objects.append(b"<< /Length " + str(padding).encode() + b" >>\nstream\n" + b"\0" * padding + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
 @pytest.fixture
 def make_pdf():
-    """Build a small real PDF holding one line of text (no external tools)."""
-
-    def make(text: str) -> bytes:
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-        objects = [
-            b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-            b"/Resources << /Font << /F1 5 0 R >> >> >>",
-            b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        ]
-        out = bytearray(b"%PDF-1.4\n")
-        offsets = []
-        for number, body in enumerate(objects, start=1):
-            offsets.append(len(out))
-            out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
-        xref = len(out)
-        out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-        out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
-        out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-        return bytes(out)
-
-    return make
+    """Build a small real PDF holding one line of text; see ``build_pdf`` for the options."""
+    return build_pdf
 
 
 @pytest.fixture

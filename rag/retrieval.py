@@ -6,14 +6,21 @@ needs no score calibration between the two lists, and a chunk found by both rise
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 
 from rag import sql
 from rag.models import Chunk, Collection
+
+logger = logging.getLogger(__name__)
 
 RRF_K = 60
 # pgvector 0.6 has no iterative index scans: the HNSW scan yields ef_search candidates, and the
@@ -71,23 +78,71 @@ def vector_search(
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
-# websearch_to_tsquery ANDs the words of a question, so a natural question whose every word is
-# not in one chunk would find nothing. The words are ORed instead (phrases and exclusions keep
-# their operators) and ts_rank_cd rewards chunks that hold more of them, closer together.
-_TSQUERY = "replace(websearch_to_tsquery('english', %s)::text, ' & ', ' | ')::tsquery"
+# The question's distinct lexemes, ORed: a natural question whose every word is not in one chunk
+# still finds the chunks holding most of them, and ts_rank_cd rewards those holding more of them,
+# closer together. Its cost grows faster than the number of terms (on the demo corpus, for common
+# words: 4 terms 7 ms, 12 terms 21 ms, 32 terms 77 ms; a 2000-character question ORed word by word
+# was a 547-node query taking 1.25 s), so a question keeps at most MAX_QUERY_TERMS distinct
+# lexemes, its longest: longer words tend to be the rarer, more telling ones; ties go to the
+# earlier word. Few questions have more than a dozen distinct content words.
+MAX_QUERY_TERMS = 12
+# Each lexeme is quoted for tsquery input (quotes and backslashes doubled) so it is taken as it is;
+# to_tsquery would stem the already stemmed lexemes a second time.
+_TSQUERY = (
+    "SELECT coalesce(string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')"
+    "::tsquery AS query FROM (SELECT lexeme FROM unnest(to_tsvector('english', %s)) AS t(lexeme, positions, weights) "
+    "ORDER BY length(lexeme) DESC, positions[1] LIMIT %s) AS lexemes"
+)
+QUERY_CANCELED = "57014"  # the SQLSTATE of a statement cancelled by statement_timeout
+
+
+def query_terms(question: str) -> str:
+    """The tsquery full-text search runs for a question, as text."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT query::text FROM ({_TSQUERY}) AS q", [question, MAX_QUERY_TERMS])
+        return cursor.fetchone()[0]
 
 
 def text_search(collection: Collection, question: str, limit: int) -> list[tuple[int, float]]:
-    """(chunk id, rank) of the chunks that best match the question's words."""
-    sql = (
-        f"WITH q AS (SELECT {_TSQUERY} AS query) "
+    """(chunk id, rank) of the chunks that best match the question's words.
+
+    Runs under ``RAGSITE_RETRIEVAL_TIMEOUT_MS``: past it the full-text list is given up (and
+    logged), and the caller ranks by vectors alone rather than holding a worker.
+    """
+    statement = (
+        f"WITH q AS ({_TSQUERY}) "
         "SELECT c.id, ts_rank_cd(c.search_vector, q.query, 32) AS rank "
         "FROM rag_chunk c, q WHERE c.collection_id = %s AND q.query::text <> '' "
         "AND c.search_vector @@ q.query ORDER BY rank DESC, c.id LIMIT %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [question, collection.pk, limit])
-        return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
+    try:
+        with statement_timeout(settings.RAGSITE_RETRIEVAL_TIMEOUT_MS) as cursor:
+            cursor.execute(statement, [question, MAX_QUERY_TERMS, collection.pk, limit])
+            return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
+            raise
+        logger.warning(
+            "full-text search cancelled after %d ms (a question of %d characters): ranking by vectors alone",
+            settings.RAGSITE_RETRIEVAL_TIMEOUT_MS,
+            len(question),
+        )
+        return []
+
+
+@contextmanager
+def statement_timeout(milliseconds: int) -> Iterator[CursorWrapper]:
+    """A cursor whose statements Postgres cancels after ``milliseconds`` (0: never).
+
+    The limit is set for a transaction (a savepoint inside one) and put back at the end, so it
+    never outlives the block; a cancelled statement rolls the savepoint back, setting and all.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
+        yield cursor
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
 
 
 def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:

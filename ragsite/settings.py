@@ -205,6 +205,8 @@ if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:
 RAGSITE_DOCUMENT_ROOTS = [str(Path(p).expanduser().resolve()) for p in env_list("RAGSITE_DOCUMENT_ROOTS", [])]
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
+# Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.
+RAGSITE_RETRIEVAL_TIMEOUT_MS = env_int("RAGSITE_RETRIEVAL_TIMEOUT_MS", 1500, minimum=0)
 
 # METRICS
 # /metrics and the /api/*/metrics endpoints answer these addresses (IPs or CIDR networks; "none"

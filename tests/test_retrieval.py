@@ -1,7 +1,15 @@
+import json
+import logging
+import random
+import statistics
+import time
+
 import pytest
+from django.db import connection
 
 from rag.embeddings import get_embedder
-from rag.retrieval import fuse, hybrid_search
+from rag.retrieval import MAX_QUERY_TERMS, fuse, hybrid_search, query_terms
+from rag.services import answer_question
 
 pytestmark = pytest.mark.django_db
 
@@ -42,3 +50,73 @@ def test_vectors_of_another_model_are_never_compared(demo_corpus):
     vector = embedder.embed(["What does the yield statement do?"])[0]
     results = hybrid_search(demo_corpus, "zzzz qqqq", 5, model_name="ollama/other-model", query_vector=vector)
     assert results == []
+
+
+# LONG QUESTIONS: bounded full-text work
+
+_COMMON = (
+    "the a is of and to in value function object type name used call list string method class attribute "
+    "module statement expression argument return defined following other example number element sequence "
+    "instance operation result variable first also new set called may must"
+)
+COMMON_WORDS = _COMMON.split()
+
+
+def long_question(length: int = 2000) -> str:
+    """A question of common words, as long as a question may be."""
+    rnd = random.Random(7)
+    words: list[str] = []
+    while len(" ".join(words)) < length:
+        words.append(rnd.choice(COMMON_WORDS))
+    return " ".join(words)[:length].strip()
+
+
+def median_seconds(question: str, runs: int = 5) -> float:
+    answer_question(question=question, use_cache=False)  # the question's embedding is cached now
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        answer_question(question=question, use_cache=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def test_a_long_question_costs_about_what_a_short_one_does(demo_corpus):
+    question = long_question()
+    assert len(question) >= 1990
+    short = median_seconds("What does the yield statement do?")
+    long = median_seconds(question)
+    assert long < 3 * short, f"long {long * 1000:.1f} ms, short {short * 1000:.1f} ms"
+
+
+def test_full_text_search_asks_for_the_longest_distinct_terms_only(db):
+    terms = query_terms(long_question()).split(" | ")
+    assert len(terms) == MAX_QUERY_TERMS == len(set(terms))
+    assert terms[0] == "'statement'" and "'set'" not in terms  # the longest words are kept
+    assert query_terms("What does the yield statement do? Yield, yield!") == "'statement' | 'yield'"
+    assert query_terms("the of and") == ""
+
+
+def test_quotes_and_backslashes_in_a_question_are_just_words(demo_corpus):
+    results = hybrid_search(demo_corpus, "O'Reilly's yield statement C:\\temp\\x 'quoted' \\", 5)
+    assert "pydoc:yield" in [r.source for r in results]
+
+
+def test_a_cancelled_full_text_search_degrades_to_vector_ranking(client, demo_corpus, settings, caplog):
+    settings.RAGSITE_RETRIEVAL_TIMEOUT_MS = 1
+    question = long_question()
+    embedder = get_embedder()
+    vector = embedder.embed([question])[0]
+    with caplog.at_level(logging.WARNING, logger="rag.retrieval"):
+        results = hybrid_search(demo_corpus, question, 5, model_name=embedder.name, query_vector=vector)
+    assert "full-text search cancelled after 1 ms" in caplog.text
+    assert len(results) == 5
+    assert all(r.vector_rank is not None and r.text_rank is None for r in results)
+    # The API answers instead of failing, and the limit did not outlive the search.
+    response = client.post(
+        "/api/query", json.dumps({"question": question, "use_cache": False}), content_type="application/json"
+    )
+    assert response.status_code == 200 and len(response.json()["sources"]) == 5
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"

@@ -1,11 +1,19 @@
-"""Turn files into plain text: .txt, .md, .html/.htm (visible text only) and .pdf."""
+"""Turn files into plain text: .txt, .md, .html/.htm (visible text only) and .pdf.
+
+What one file may cost is bounded (``RAGSITE_INGEST_MAX_PAGES``, ``_MAX_CHARS``, ``_MAX_SECONDS``):
+a few kilobytes of compressed PDF can hold megabytes of page content, so a PDF is refused as soon
+as it goes past a limit, not after it has been read.
+"""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from django.conf import settings
 
 MEDIA_TYPES = {
     ".txt": "text/plain",
@@ -20,6 +28,27 @@ MEDIA_TYPES = {
 
 class ReadError(Exception):
     """A file that cannot be ingested; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The most one file may cost to read; beyond any of them it is refused (ReadError)."""
+
+    max_pages: int
+    max_chars: int
+    max_seconds: float
+
+    @classmethod
+    def from_settings(cls) -> ReadLimits:
+        return cls(
+            max_pages=settings.RAGSITE_INGEST_MAX_PAGES,
+            max_chars=settings.RAGSITE_INGEST_MAX_CHARS,
+            max_seconds=settings.RAGSITE_INGEST_MAX_SECONDS,
+        )
+
+    def check_chars(self, count: int) -> None:
+        if count > self.max_chars:
+            raise ReadError(f"too much text: more than {self.max_chars:,} characters")
 
 
 @dataclass(frozen=True)
@@ -38,12 +67,13 @@ def media_type_for(path: Path | str) -> str:
     return media_type
 
 
-def parse_bytes(data: bytes, media_type: str, *, fallback_title: str) -> ParsedText:
-    """Extract the text and a title from a file's bytes."""
+def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: ReadLimits | None = None) -> ParsedText:
+    """Extract the text and a title from a file's bytes, within ``limits`` (default: the settings)."""
+    limits = limits or ReadLimits.from_settings()
     if not data.strip():
         raise ReadError("file is empty")
     if media_type == "application/pdf":
-        title, text = _pdf(data)
+        title, text = _pdf(data, limits)
     else:
         try:
             decoded = data.decode("utf-8-sig")
@@ -57,6 +87,7 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str) -> ParsedT
             title, text = _markdown_title(decoded), decoded
         else:
             title, text = _first_line(decoded), decoded
+    limits.check_chars(len(text))
     text = normalise_text(text)
     if not text:
         raise ReadError("no text found")
@@ -109,19 +140,58 @@ def _html(markup: str) -> tuple[str, str]:
     return title, body
 
 
-def _pdf(data: bytes) -> tuple[str, str]:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+class _PdfBudget:
+    """Stops a PDF's text extraction as soon as it has taken too long or yielded too much text.
 
+    pypdf calls ``before_operator`` for every operator of a page's content stream and ``on_text``
+    for the text it flushes, so a page whose single content stream holds megabytes of drawing
+    operators is stopped in the middle, not after it has been read.
+    """
+
+    def __init__(self, limits: ReadLimits) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.max_seconds
+        self.chars = 0  # text extracted from the pages done, plus what the current one flushed
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise ReadError(f"PDF takes too long to read: more than {self.limits.max_seconds:g} s")
+
+    def before_operator(self, *_: object) -> None:
+        self.check_time()
+
+    def on_text(self, text: str, *_: object) -> None:
+        self.chars += len(text)
+        self.limits.check_chars(self.chars)
+
+
+def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str]:
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError, PyPdfError
+
+    budget = _PdfBudget(limits)
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             raise ReadError("PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        if len(reader.pages) > limits.max_pages:
+            raise ReadError(f"PDF has {len(reader.pages):,} pages; the limit is {limits.max_pages:,}")
+        pages = []
+        done = 0
+        for page in reader.pages:
+            budget.check_time()
+            text = page.extract_text(visitor_operand_before=budget.before_operator, visitor_text=budget.on_text) or ""
+            pages.append(text)
+            done += len(text) + 2
+            limits.check_chars(done)
+            budget.chars = done
         title = (reader.metadata.title if reader.metadata else None) or ""
     except ReadError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+    except LimitReachedError as exc:
+        # pypdf's own bounds: decompressed stream sizes, content stream elements, page tree size.
+        raise ReadError(f"PDF goes past a safety limit: {exc}") from None
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ReadError(f"corrupt PDF: {exc}") from None
     text = "\n\n".join(pages)
     return str(title).strip() or _first_line(text), text

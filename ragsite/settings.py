@@ -196,6 +196,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 # RAG
+# What one file may cost to read; beyond it the file is refused with the reason, nothing stored.
+RAGSITE_INGEST_MAX_PAGES = env_int("RAGSITE_INGEST_MAX_PAGES", 2000, minimum=1)
+RAGSITE_INGEST_MAX_CHARS = env_int("RAGSITE_INGEST_MAX_CHARS", 5_000_000, minimum=1000)
+RAGSITE_INGEST_MAX_SECONDS = env_int("RAGSITE_INGEST_MAX_SECONDS", 60, minimum=1)
 RAGSITE_CHUNK_SIZE = env_int("RAGSITE_CHUNK_SIZE", 800, minimum=100)
 RAGSITE_CHUNK_OVERLAP = env_int("RAGSITE_CHUNK_OVERLAP", 150, minimum=0)
 if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:

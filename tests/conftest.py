@@ -87,10 +87,11 @@ def write_files(tmp_path):
 def build_pdf(text: str, *, pages: int = 1, repeat: int = 1, compress: bool = False, padding: int = 0) -> bytes:
     """A real PDF (no external tools) whose ``pages`` pages all draw one content stream.
 
-    The stream shows ``text`` ``repeat`` times, Flate-compressed if asked; ``padding`` adds an
+    The stream shows ``text`` on ``repeat`` lines, Flate-compressed if asked; ``padding`` adds an
     unused stream of that many bytes, making the file bigger without adding text.
     """
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode() * repeat
+    lines = f"({text}) '\n".encode() * repeat  # ' : to the next line, then show the text
+    stream = b"BT /F1 12 Tf 14 TL 72 720 Td\n" + lines + b"ET"
     filters = b""
     if compress:
         stream, filters = zlib.compress(stream, 9), b" /Filter /FlateDecode"

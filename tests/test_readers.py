@@ -1,5 +1,9 @@
-import pytest
+import time
 
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from rag.models import Document
 from rag.readers import ReadError, parse_bytes
 
 
@@ -37,3 +41,68 @@ def test_corrupt_pdf_is_refused():
 def test_pdf_text_is_extracted(make_pdf):
     parsed = parse_bytes(make_pdf("Quarterly results improved markedly."), "application/pdf", fallback_title="report")
     assert "Quarterly results improved markedly." in parsed.text
+
+
+# LIMITS: what one file may cost to read
+
+LINE = "The quick brown fox jumps over the lazy dog, again and again."
+
+
+def refused(data: bytes, media_type: str = "application/pdf") -> tuple[str, float]:
+    """The reason a file is refused, and how long it took to refuse it."""
+    started = time.perf_counter()
+    with pytest.raises(ReadError) as info:
+        parse_bytes(data, media_type, fallback_title="f")
+    return str(info.value), time.perf_counter() - started
+
+
+def test_a_pdf_of_too_many_pages_is_refused_before_they_are_read(make_pdf, settings):
+    pages = settings.RAGSITE_INGEST_MAX_PAGES + 1
+    reason, seconds = refused(make_pdf(LINE, pages=pages))
+    assert reason == f"PDF has {pages:,} pages; the limit is {settings.RAGSITE_INGEST_MAX_PAGES:,}"
+    assert seconds < 5
+
+
+@pytest.fixture
+def expanding_pdf(make_pdf) -> bytes:
+    """10 KB of PDF: three pages drawing one compressed content stream of 2.5 MB, 7 million characters."""
+    pdf = make_pdf(LINE, pages=3, repeat=40_000, compress=True)
+    assert len(pdf) < 20_000
+    return pdf
+
+
+def test_a_small_pdf_that_expands_to_too_much_text_is_stopped_early(expanding_pdf, settings):
+    settings.RAGSITE_INGEST_MAX_CHARS = 100_000
+    reason, seconds = refused(expanding_pdf)
+    assert reason == "too much text: more than 100,000 characters"
+    assert seconds < 10  # stopped in the first page, not after reading all three
+
+
+def test_a_pdf_that_takes_too_long_is_stopped_at_the_time_limit(expanding_pdf, settings):
+    settings.RAGSITE_INGEST_MAX_SECONDS = 1
+    reason, seconds = refused(expanding_pdf)
+    assert reason == "PDF takes too long to read: more than 1 s"
+    assert seconds < 5
+
+
+def test_a_pdf_stream_that_decompresses_past_pypdfs_bound_is_refused(make_pdf):
+    # 80 MB of content in 80 KB: pypdf stops decompressing any stream at 75 MB.
+    reason, seconds = refused(make_pdf("x" * 1000, repeat=80_000, compress=True))
+    assert reason.startswith("PDF goes past a safety limit")
+    assert seconds < 10
+
+
+def test_a_text_file_of_too_many_characters_is_refused(settings):
+    settings.RAGSITE_INGEST_MAX_CHARS = 10_000
+    reason, _ = refused(b"word " * 2_001, "text/plain")
+    assert reason == "too much text: more than 10,000 characters"
+
+
+@pytest.mark.django_db
+def test_an_uploaded_pdf_past_a_limit_fails_with_the_reason_and_stores_nothing(key_client, expanding_pdf, settings):
+    settings.RAGSITE_INGEST_MAX_SECONDS = 1
+    upload = SimpleUploadedFile("report.pdf", expanding_pdf, "application/pdf")
+    response = key_client.post("/api/documents", {"file": upload, "collection": "reports"})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"file": ["PDF takes too long to read: more than 1 s"]}
+    assert not Document.objects.filter(collection__name="reports").exists()

@@ -7,9 +7,9 @@ import time
 import pytest
 from django.db import connection
 
+from rag.answers import answer_question
 from rag.embeddings import get_embedder
 from rag.retrieval import MAX_QUERY_TERMS, fuse, hybrid_search, query_terms
-from rag.services import answer_question
 
 pytestmark = pytest.mark.django_db
 

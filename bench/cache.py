@@ -2,7 +2,7 @@
 
 ``python -m bench cache [--sizes 1000,10000,100000] [--queries 300] [--repeat 40]``
 
-1. Lookup: ``resilience.cache.lookup_semantic`` (the project's lookup: scope in the WHERE, HNSW,
+1. Lookup: ``rag.answer_cache.lookup_semantic`` (the project's lookup: scope in the WHERE, HNSW,
    the near-miss guard, the hit bookkeeping) with 1k, 10k and 100k cached entries of 384
    dimensions, perturbations of real question embeddings, all in one scope; beside it, in the
    same run, a numpy linear scan over the same vectors (what an in-process cache pays). At the
@@ -579,7 +579,7 @@ def main(argv: list[str]) -> int:
     import django
 
     django.setup()
-    logging.getLogger("resilience.cache").setLevel(logging.ERROR)
+    logging.getLogger("rag.answer_cache").setLevel(logging.ERROR)
     from django.db import connection
     from django.db.migrations.recorder import MigrationRecorder
 

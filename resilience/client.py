@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from resilience import config as runtime_config
 from resilience.breaker import CircuitBreaker, get_breaker
 from resilience.config import PoolConfig
-from resilience.errors import OllamaConfigError, OllamaError, OllamaUnavailable
+from resilience.errors import OllamaConfigError, OllamaError, OllamaUnavailable, describe_network_error
 from resilience.pool import PoolStats, RetryBudget, build_session, process_stats
 
 logger = logging.getLogger("resilience.client")
@@ -62,36 +61,6 @@ def _malformed(endpoint: str, what: str) -> NoReturn:
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (requests → urllib3 → socket errors)."""
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        current = stack.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
-        stack.extend(current.args)
-
-
-def describe_network_error(exc: BaseException) -> str:
-    """A short reason for a requests exception: connection refused, timeout, connection reset..."""
-    causes = list(_causes(exc))
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return "connection refused"
-    if isinstance(exc, requests.Timeout) or any(
-        isinstance(c, ReadTimeoutError | TimeoutError)
-        or (isinstance(c, ConnectTimeoutError) and not isinstance(c, NewConnectionError))
-        for c in causes
-    ):
-        return "timeout"
-    if any(isinstance(c, ConnectionResetError) for c in causes):
-        return "connection reset"
-    return "connection error"
 
 
 def _error_message(response: requests.Response) -> str:
@@ -460,7 +429,6 @@ __all__ = [
     "OllamaConfigError",
     "OllamaError",
     "OllamaUnavailable",
-    "describe_network_error",
     "get_client",
     "request_observers",
     "reset_client",

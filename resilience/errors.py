@@ -9,6 +9,12 @@ and never have to parse messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+
 
 class OllamaError(Exception):
     """Base class: Ollama could not give a usable answer."""
@@ -58,3 +64,33 @@ class OllamaConfigError(OllamaError):
 
     Not a breaker failure: a typo in a model name must not open the circuit for everyone.
     """
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (requests → urllib3 → socket errors)."""
+    stack: list[Any] = [exc]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend((current.__cause__, current.__context__, getattr(current, "reason", None)))
+        stack.extend(current.args)
+
+
+def describe_network_error(exc: BaseException) -> str:
+    """A short reason for a requests exception: connection refused, timeout, connection reset..."""
+    causes = list(_causes(exc))
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if isinstance(exc, requests.Timeout) or any(
+        isinstance(c, ReadTimeoutError | TimeoutError)
+        or (isinstance(c, ConnectTimeoutError) and not isinstance(c, NewConnectionError))
+        for c in causes
+    ):
+        return "timeout"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return "connection reset"
+    return "connection error"

@@ -25,6 +25,7 @@ from resilience.models import (
     BreakerReport,
     BreakerSettings,
     CacheSettings,
+    JobSettings,
     PoolSettings,
     ProviderSettings,
     SettingsRow,
@@ -204,6 +205,14 @@ class CacheSettingsAdmin(SettingsAdmin):
 @admin.register(AccessSettings)
 class AccessSettingsAdmin(SettingsAdmin):
     pass
+
+
+@admin.register(JobSettings)
+class JobSettingsAdmin(SettingsAdmin):
+    fieldsets = [
+        ("Retries", {"fields": ["max_attempts", "retry_delay_seconds", "retry_delay_max_seconds"]}),
+        ("Retention", {"fields": ["query_log_retention_days", "job_retention_days"]}),
+    ]
 
 
 # BREAKERS

@@ -107,12 +107,24 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """Background jobs: how long they wait for embeddings to come back, and what is kept how long."""
+
+    max_attempts: int = 10
+    retry_delay_seconds: float = 10.0  # before the first retry; doubles with each attempt
+    retry_delay_max_seconds: float = 600.0
+    query_log_retention_days: int = 30
+    job_retention_days: int = 7
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 # Environment section name for each config class (RAGSITE_<SECTION>_<FIELD>).
@@ -121,6 +133,7 @@ SECTIONS: dict[type, str] = {
     PoolConfig: "POOL",
     CacheConfig: "CACHE",
     AccessConfig: "ACCESS",
+    JobsConfig: "JOBS",
 }
 
 # Provider fields keep the names clients already use.
@@ -184,6 +197,7 @@ def from_env() -> RuntimeConfig:
         pool=section_from_env(PoolConfig),
         cache=section_from_env(CacheConfig),
         access=section_from_env(AccessConfig),
+        jobs=section_from_env(JobsConfig),
     )
 
 

@@ -615,6 +615,7 @@ def saved_settings(**sections: dict[str, Any]):
         "pool": models.PoolSettings,
         "cache": models.CacheSettings,
         "access": models.AccessSettings,
+        "jobs": models.JobSettings,
     }
     saved: list[tuple[Any, dict[str, Any]]] = []
     try:

@@ -7,6 +7,7 @@ from resilience.models.settings import (
     AccessSettings,
     BreakerSettings,
     CacheSettings,
+    JobSettings,
     PoolSettings,
     ProviderSettings,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "BreakerReport",
     "BreakerSettings",
     "CacheSettings",
+    "JobSettings",
     "PoolSettings",
     "ProviderSettings",
     "SettingsRow",

@@ -14,6 +14,7 @@ from resilience.config import (
     AccessConfig,
     BreakerConfig,
     CacheConfig,
+    JobsConfig,
     PoolConfig,
     ProviderConfig,
 )
@@ -388,6 +389,56 @@ class AccessSettings(SettingsRow):
         verbose_name = verbose_name_plural = "API access settings"
 
 
+class JobSettings(SettingsRow):
+    max_attempts = models.IntegerField(
+        default=JobsConfig.max_attempts,
+        help_text=help_text(
+            JobsConfig,
+            "max_attempts",
+            "Attempts a job gets while embeddings are unavailable (Ollama down, breaker open) before it fails.",
+        ),
+    )
+    retry_delay_seconds = models.FloatField(
+        "first retry after (s)",
+        default=JobsConfig.retry_delay_seconds,
+        help_text=help_text(JobsConfig, "retry_delay_seconds", "Seconds before the first retry; doubled each time."),
+    )
+    retry_delay_max_seconds = models.FloatField(
+        "longest wait between retries (s)",
+        default=JobsConfig.retry_delay_max_seconds,
+        help_text=help_text(JobsConfig, "retry_delay_max_seconds", "The doubling stops here."),
+    )
+    query_log_retention_days = models.IntegerField(
+        "keep the query log (days)",
+        default=JobsConfig.query_log_retention_days,
+        help_text=help_text(
+            JobsConfig, "query_log_retention_days", "Questions older than this are deleted from the query log."
+        ),
+    )
+    job_retention_days = models.IntegerField(
+        "keep finished jobs (days)",
+        default=JobsConfig.job_retention_days,
+        help_text=help_text(
+            JobsConfig,
+            "job_retention_days",
+            "Finished jobs, and the uploads of failed and cancelled ones (kept for a retry), go after this.",
+        ),
+    )
+
+    config_class = JobsConfig
+    section = "jobs"
+    rules = {
+        "max_attempts": AT_LEAST_ONE,
+        "retry_delay_seconds": AT_LEAST_ZERO,
+        "retry_delay_max_seconds": AT_LEAST_ZERO,
+        "query_log_retention_days": AT_LEAST_ONE,
+        "job_retention_days": AT_LEAST_ONE,
+    }
+
+    class Meta(SettingsRow.Meta):
+        verbose_name = verbose_name_plural = "Job settings"
+
+
 # The order RuntimeConfig lists them; resilience.live reads their versions in one query.
 SETTINGS_MODELS: tuple[type[SettingsRow], ...] = (
     ProviderSettings,
@@ -395,4 +446,5 @@ SETTINGS_MODELS: tuple[type[SettingsRow], ...] = (
     PoolSettings,
     CacheSettings,
     AccessSettings,
+    JobSettings,
 )

@@ -64,6 +64,8 @@ class FileResult:
     chunks: int = 0
     reason: str = ""
     document_id: int | None = None
+    # Failed for now (embeddings unavailable): the same document may well go through later.
+    retryable: bool = False
 
 
 @dataclass
@@ -253,13 +255,16 @@ def ingest_items(
     embedder: Embedder | None = None,
     batch_size: int | None = None,
     progress: Callable[[FileResult], None] | None = None,
+    chunk_progress: Callable[[int, int], None] | None = None,
     use_embedding_cache: bool = True,
 ) -> IngestReport:
     """Ingest documents: unchanged ones are skipped, changed ones replaced, bad ones reported.
 
     Chunks of several documents are embedded together in batches (the model is much faster on a
-    full batch), then each document is written in its own transaction. ``use_embedding_cache=False``
-    asks the model for every chunk (benchmarks of the model's throughput).
+    full batch), then each document is written in its own transaction. ``chunk_progress(done,
+    total)`` is told after each batch how many chunks are embedded of those found so far.
+    ``use_embedding_cache=False`` asks the model for every chunk (benchmarks of the model's
+    throughput).
     """
     started = time.perf_counter()
     report = IngestReport()
@@ -270,6 +275,7 @@ def ingest_items(
     cached_embedder = caching(embedder) if use_embedding_cache else embedder
     batch_size = batch_size or config.current().provider.embedding_batch_size
     pending: list[_Pending] = []
+    counts = {"embedded": 0, "found": 0}
 
     def record(result: FileResult) -> None:
         report.results.append(result)
@@ -282,17 +288,28 @@ def ingest_items(
         if not pending:
             return
         texts = [embedding_input(p.title, chunk) for p in pending for chunk in p.chunks]
+        parts: list[np.ndarray] = []
         try:
-            vectors = cached_embedder.embed(texts)
+            # A batch at a time, so that a long document reports its progress as it goes.
+            for start in range(0, len(texts), batch_size):
+                batch = texts[start : start + batch_size]
+                part = cached_embedder.embed(batch)
+                if len(part) != len(batch):
+                    raise IngestAborted(f"embedder returned {len(part)} vectors for {len(batch)} texts")
+                parts.append(part)
+                counts["embedded"] += len(part)
+                if chunk_progress:
+                    chunk_progress(counts["embedded"], counts["found"])
         except OllamaError as exc:
+            unavailable = isinstance(exc, OllamaUnavailable)
             for p in pending:
-                record(FileResult(p.item.source, FileStatus.FAILED, reason=f"embedding failed: {exc.reason}"))
+                reason = f"embedding failed: {exc.reason}"
+                record(FileResult(p.item.source, FileStatus.FAILED, reason=reason, retryable=unavailable))
             pending.clear()
-            if isinstance(exc, OllamaUnavailable):
+            if unavailable:
                 raise IngestAborted(f"embeddings unavailable: {exc.reason}") from exc
             return
-        if len(vectors) != len(texts):
-            raise IngestAborted(f"embedder returned {len(vectors)} vectors for {len(texts)} texts")
+        vectors = np.concatenate(parts)
         ensure_vector_index(embedder.name, int(vectors.shape[1]))
         offset = 0
         for p in pending:
@@ -314,6 +331,7 @@ def ingest_items(
                 record(prepared)
                 continue
             pending.append(prepared)
+            counts["found"] += len(prepared.chunks)
             if sum(len(p.chunks) for p in pending) >= batch_size:
                 flush()
         flush()
@@ -332,13 +350,24 @@ def ingest_demo(*, collection_name: str = "default", **kwargs) -> IngestReport:
     return ingest_items(demo_items(), collection_name=collection_name, **kwargs)
 
 
-def ingest_document(*, collection_name: str, source: str, data: bytes, media_type: str, title: str = "") -> FileResult:
-    """Ingest one document given as bytes (the API's upload and text paths)."""
-    item = SourceItem(source=source, data=data, media_type=media_type, fallback_title=title or source)
-    report = ingest_items([item], collection_name=collection_name)
+def ingest_document(
+    *,
+    collection_name: str,
+    source: str,
+    data: bytes,
+    media_type: str,
+    title: str = "",
+    fallback_title: str = "",
+    chunk_progress: Callable[[int, int], None] | None = None,
+) -> FileResult:
+    """Ingest one document given as bytes (the API's upload and text paths, and jobs)."""
+    item = SourceItem(source=source, data=data, media_type=media_type, fallback_title=title or fallback_title or source)
+    report = ingest_items([item], collection_name=collection_name, chunk_progress=chunk_progress)
     if report.aborted and not report.results:
-        return FileResult(source, FileStatus.FAILED, reason=report.aborted)
+        return FileResult(source, FileStatus.FAILED, reason=report.aborted, retryable=True)
     result = report.results[0]
+    if result.retryable and report.aborted:
+        result.reason = report.aborted  # "embeddings unavailable: ...", the cause rather than its effect
     if title and result.document_id and result.status in (FileStatus.NEW, FileStatus.UPDATED):
         Document.objects.filter(pk=result.document_id).update(title=title[:512])
     return result

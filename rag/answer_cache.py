@@ -399,3 +399,14 @@ def _clean(scope: Scope) -> dict[str, int]:
     removed["expirations"] += len(fresh) - sum(fresh)
     increment(removed)
     return removed
+
+
+def purge_expired() -> int:
+    """Delete the entries past the stale window everywhere (the housekeeping job: a cache that
+    stores nothing new would otherwise keep them); returns how many."""
+    _, _, stale_after = _cutoffs()
+    with connection.cursor() as cursor:
+        cursor.execute(_deleting("a.created_at <= %s"), [stale_after])
+        removed = len(cursor.fetchall())
+    increment({"expirations": removed})
+    return removed

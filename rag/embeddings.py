@@ -104,6 +104,22 @@ def get_embedder() -> Embedder:
     return LocalEmbedder(model, batch_size=provider.embedding_batch_size)
 
 
+def embedder_for(backend: str | None, model: str | None, batch_size: int) -> Embedder:
+    """The configured embedder, or the one ``backend``/``model`` name (to convert before switching).
+
+    Raises ValueError for a model the local backend does not have.
+    """
+    if backend is None and model is None:
+        return get_embedder()
+    provider = config.current().provider
+    target = config.ProviderConfig(embedding_backend=backend or provider.embedding_backend, embedding_model=model or "")
+    if target.embedding_backend == "ollama":
+        return OllamaEmbedder(target.resolved_embedding_model, batch_size=batch_size)
+    if target.resolved_embedding_model != config.LOCAL_EMBEDDING_MODEL:
+        raise ValueError(f"The local backend only has {config.LOCAL_EMBEDDING_MODEL}.")
+    return LocalEmbedder(config.LOCAL_EMBEDDING_MODEL, batch_size=batch_size)
+
+
 _indexed: set[tuple[str, int]] = {(DEFAULT_MODEL, DEFAULT_DIMENSIONS)}
 
 

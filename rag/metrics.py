@@ -15,9 +15,10 @@ from typing import Any
 
 from django.db import connection
 from prometheus_client import Counter, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from rag import cache_counters
+from rag.models import CacheCounter
 from resilience.metrics import label_value
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,50 @@ def record_ingest(*, statuses: Iterable[str], chunks: int) -> None:
         INGEST_FILES.labels(result).inc(count)
     if chunks:
         INGEST_CHUNKS.inc(chunks)
+
+
+# Jobs run in worker processes, on any machine: their counts go to the shared counters in the
+# database (one row per task and outcome, and per duration bucket) and are read at scrape time.
+JOB_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+
+
+def _bucket_name(bound: float) -> str:
+    return f"{bound:g}"
+
+
+def record_job(*, task: str, outcome: str, seconds: float) -> None:
+    """Count one job run by task and outcome (succeeded, failed, retried, aborted) and its duration."""
+    task = label_value(task)
+    counts = {
+        f"job:{task}:{label_value(outcome)}": 1,
+        f"job_seconds:{task}:count": 1,
+        f"job_seconds:{task}:sum_ms": round(seconds * 1000),
+    }
+    for bound in JOB_BUCKETS:
+        if seconds <= bound:
+            counts[f"job_seconds:{task}:le_{_bucket_name(bound)}"] = 1
+    try:
+        cache_counters.increment(counts)
+    except Exception as exc:  # a lost count must not fail the job
+        logger.warning("job metrics not recorded: %s", exc)
+
+
+def job_stats() -> dict[str, Any]:
+    """Counts, durations and the queue by task, read from the database (raises when it cannot be read)."""
+    runs: dict[tuple[str, str], int] = {}
+    seconds: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, value in CacheCounter.objects.filter(name__startswith="job").values_list("name", "value"):
+        kind, task, what = [*name.split(":", 2), "", ""][:3]
+        if kind == "job":
+            runs[(task, what)] = value
+        elif kind == "job_seconds":
+            seconds[task][what] = value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT task_name, status, count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') GROUP BY 1, 2"
+        )
+        queue = [(task.rsplit(".", 1)[-1], status, n) for task, status, n in cursor.fetchall()]
+    return {"runs": runs, "seconds": dict(seconds), "queue": queue}
 
 
 def cache_stats() -> dict[str, Any] | None:
@@ -98,3 +143,41 @@ class CacheCollector:
 
 
 cache_collector = CacheCollector()
+
+
+class JobCollector:
+    """The jobs' counts and durations (from every worker, via the database) and the queue's depth."""
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(None))
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            stats = job_stats()
+        except Exception as exc:  # a scrape must still answer when the database does not
+            logger.warning("job metrics unavailable: %s", exc)
+            stats = None
+        return list(self._families(stats))
+
+    def _families(self, stats: dict[str, Any] | None) -> Iterator[Metric]:
+        runs = CounterMetricFamily("ragsite_jobs", "Job runs by task and outcome.", labels=["task", "outcome"])
+        queued = GaugeMetricFamily(
+            "ragsite_jobs_queued", "Jobs waiting in the queue (retries included).", labels=["task"]
+        )
+        running = GaugeMetricFamily("ragsite_jobs_running", "Jobs a worker is running.", labels=["task"])
+        duration = HistogramMetricFamily(
+            "ragsite_job_duration_seconds", "Time a job run took, by task.", labels=["task"]
+        )
+        if stats is not None:
+            for (task, outcome), value in sorted(stats["runs"].items()):
+                runs.add_metric([task, outcome], value)
+            for task, status, n in sorted(stats["queue"]):
+                (queued if status == "todo" else running).add_metric([task], n)
+            for task, values in sorted(stats["seconds"].items()):
+                buckets = [(_bucket_name(b), values.get(f"le_{_bucket_name(b)}", 0)) for b in JOB_BUCKETS]
+                buckets.append(("+Inf", values.get("count", 0)))
+                duration.add_metric([task], buckets, values.get("sum_ms", 0) / 1000)
+        yield from (runs, queued, running, duration)
+
+
+job_collector = JobCollector()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from rag.metrics import cache_collector
+from rag.metrics import cache_collector, job_collector
 from resilience import metrics as resilience_metrics
 
 
@@ -23,4 +23,5 @@ def scrape_registry() -> CollectorRegistry:
     MultiProcessCollector(registry)
     registry.register(resilience_metrics.pool_size_collector)
     registry.register(cache_collector)
+    registry.register(job_collector)
     return registry

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "procrastinate.contrib.django",  # the job queue; before rag so rag's tasks register on its app
     "rag",
     "resilience",
 ]
@@ -212,6 +213,26 @@ RAGSITE_MAX_K = 50
 # Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.
 RAGSITE_RETRIEVAL_TIMEOUT_MS = env_int("RAGSITE_RETRIEVAL_TIMEOUT_MS", 1500, minimum=0)
 
+# JOBS
+# Ingestion, re-embedding and cache warming run as jobs on procrastinate, a queue in this same
+# Postgres: workers (`manage.py procrastinate worker`) on any machine pointed at the database.
+RAGSITE_INLINE_MAX_CHARS = env_int("RAGSITE_INLINE_MAX_CHARS", 20_000, minimum=0)
+# A worker writes a heartbeat every RAGSITE_WORKER_HEARTBEAT_SECONDS; one silent for
+# RAGSITE_WORKER_STALLED_SECONDS is taken for dead and its jobs are queued again.
+RAGSITE_WORKER_HEARTBEAT_SECONDS = env_int("RAGSITE_WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
+RAGSITE_WORKER_STALLED_SECONDS = env_int("RAGSITE_WORKER_STALLED_SECONDS", 30, minimum=2)
+if RAGSITE_WORKER_STALLED_SECONDS <= RAGSITE_WORKER_HEARTBEAT_SECONDS:
+    raise EnvError("RAGSITE_WORKER_STALLED_SECONDS must be longer than RAGSITE_WORKER_HEARTBEAT_SECONDS")
+PROCRASTINATE_ON_APP_READY = "rag.tasks.on_app_ready"
+PROCRASTINATE_WORKER_DEFAULTS = {
+    # One job at a time per process: ingestion is CPU-bound; add processes to add capacity.
+    "concurrency": env_int("RAGSITE_WORKER_CONCURRENCY", 1, minimum=1),
+    "update_heartbeat_interval": RAGSITE_WORKER_HEARTBEAT_SECONDS,
+    "stalled_worker_timeout": RAGSITE_WORKER_STALLED_SECONDS,
+    # Finished jobs are kept as rag's Job rows; the queue keeps only failed and cancelled ones.
+    "delete_jobs": "successful",
+}
+
 # METRICS
 # /metrics and the /api/*/metrics endpoints answer these addresses (IPs or CIDR networks; "none"
 # for no address) without a token; anyone else must send "Authorization: Bearer <token>". With
@@ -254,5 +275,12 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("RAGSITE_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"pgserver": {"level": "WARNING"}, "sentence_transformers": {"level": "WARNING"}},
+    "loggers": {
+        "pgserver": {"level": "WARNING"},
+        "sentence_transformers": {"level": "WARNING"},
+        # Every process registers the tasks at start-up; workers still log each job they run.
+        "procrastinate.blueprints": {"level": "WARNING"},
+        "procrastinate.jobs": {"level": "WARNING"},
+        "procrastinate.periodic": {"level": "WARNING"},
+    },
 }

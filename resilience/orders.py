@@ -141,7 +141,13 @@ class BreakerOrders:
             )
         if current >= self._next_prune:
             self._next_prune = current + PRUNE_EVERY_SECONDS
-            BreakerReport.objects.filter(last_seen__lt=timezone.now() - PRUNE_AFTER).delete()
+            prune_reports()
+
+
+def prune_reports() -> int:
+    """Delete the reports of processes gone for PRUNE_AFTER (also done by the housekeeping job)."""
+    deleted, _ = BreakerReport.objects.filter(last_seen__lt=timezone.now() - PRUNE_AFTER).delete()
+    return deleted
 
 
 def _expected(exc: Exception) -> bool:

@@ -6,24 +6,26 @@ import json
 import logging
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db.models import Count
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rag import jobs
 from rag.access import DocumentAccess, has_key_or_session
 from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
 from rag.ingestion import FileStatus, delete_document, ingest_document
-from rag.models import Document
+from rag.models import Document, Job
 from rag.parsers import SafeJSONParser
 from rag.readers import ReadError, media_type_for
 from rag.serializers import (
@@ -31,6 +33,8 @@ from rag.serializers import (
     DocumentInSerializer,
     DocumentSerializer,
     IngestResultSerializer,
+    JobCreatedSerializer,
+    JobSerializer,
     QueryInSerializer,
     QueryOutSerializer,
     error_responses,
@@ -122,8 +126,12 @@ class DocumentListApi(generics.ListAPIView):
         responses={
             200: IngestResultSerializer,
             201: IngestResultSerializer,
+            202: JobCreatedSerializer,
             **error_responses(400, 401, 403, 413, 415, 429, 503),
         },
+        description='A file upload, JSON text with "async": true, and JSON text longer than '
+        "RAGSITE_INLINE_MAX_CHARS (20000 characters) are queued as a job: 202 with the job, to follow at "
+        "GET /api/jobs/{id}. Shorter JSON text is ingested at once: 201 (new) or 200 (updated, unchanged).",
     )
     def post(self, request: Request) -> Response:
         serializer = DocumentInSerializer(data=request.data)
@@ -141,6 +149,15 @@ class DocumentListApi(generics.ListAPIView):
             payload = data["text"].encode("utf-8")
             media_type = "text/plain"
             source = data.get("source") or f"api:{data['title'].strip()}"
+        if upload is not None or data["async"] or len(data["text"]) > settings.RAGSITE_INLINE_MAX_CHARS:
+            return queued(
+                collection_name=data["collection"],
+                source=source,
+                data=payload,
+                media_type=media_type,
+                title=(data.get("title") or "").strip(),
+                field="file" if upload is not None else "text",
+            )
         result = ingest_document(
             collection_name=data["collection"],
             source=source,
@@ -156,6 +173,40 @@ class DocumentListApi(generics.ListAPIView):
         body = {"status": result.status, "chunks": result.chunks, "document": document}
         code = status.HTTP_201_CREATED if result.status == FileStatus.NEW else status.HTTP_200_OK
         return Response(IngestResultSerializer(body).data, status=code)
+
+
+def queued(*, field: str, **document: str | bytes) -> Response:
+    """Queue the document as a job: 202 with the job, and where to follow it."""
+    try:
+        job = jobs.queue_document(**document)  # type: ignore[arg-type]
+    except ReadError as exc:
+        raise ValidationError({field: [str(exc)]}) from None
+    response = Response(JobCreatedSerializer({"job": job}).data, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = job.url
+    return response
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class JobDetailApi(APIView):
+    """A background job: its status and progress; DELETE cancels it while no worker has started it."""
+
+    permission_classes = [DocumentAccess]
+
+    @extend_schema(responses={200: JobSerializer, **error_responses(401, 404, 429, 503)})
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(JobSerializer(get_object_or_404(Job, pk=pk)).data)
+
+    @extend_schema(responses={200: JobSerializer, **error_responses(401, 403, 404, 409, 429, 503)})
+    def delete(self, request: Request, pk: int) -> Response:
+        try:
+            job = jobs.cancel_job(job=get_object_or_404(Job, pk=pk))
+        except jobs.NotCancellable as exc:
+            raise Conflict(str(exc)) from None
+        return Response(JobSerializer(job).data)
 
 
 class DocumentDetailApi(APIView):

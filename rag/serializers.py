@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from rag.models import CacheOutcome, Collection, Document, collection_name_validator
+from rag.models import CacheOutcome, Collection, Document, JobStatus, collection_name_validator
 
 
 class QueryInSerializer(serializers.Serializer):
@@ -105,6 +105,18 @@ class DocumentInSerializer(serializers.Serializer):
     )
     file = serializers.FileField(required=False)
 
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        # "async" is a Python keyword, so it cannot be declared as an attribute.
+        fields["async"] = serializers.BooleanField(
+            default=False,
+            help_text=(
+                "true: queue the text as a job and answer 202 at once. Files are always queued; JSON text "
+                "longer than RAGSITE_INLINE_MAX_CHARS (20000 characters) is queued too."
+            ),
+        )
+        return fields
+
     def validate(self, attrs: dict) -> dict:
         if attrs.get("file") is None and not (attrs.get("text") or "").strip():
             raise serializers.ValidationError({"text": ["Send non-empty text, or a file."]})
@@ -122,6 +134,34 @@ class IngestResultSerializer(serializers.Serializer):
     status = serializers.CharField()
     chunks = serializers.IntegerField()
     document = DocumentDetailSerializer()
+
+
+class JobProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField(help_text="Chunks embedded so far (questions, for a cache warm-up).")
+    total = serializers.IntegerField(allow_null=True, help_text="Chunks in all; null until the file is read.")
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField(help_text="Where to follow it: GET for its status, DELETE to cancel it.")
+    kind = serializers.CharField(help_text="ingest, reembed or warm_cache.")
+    status = serializers.ChoiceField(choices=JobStatus.values)
+    collection = serializers.CharField()
+    source = serializers.CharField()
+    progress = JobProgressSerializer(source="*")
+    document_id = serializers.IntegerField(allow_null=True, help_text="The document, once done.")
+    result = serializers.CharField(help_text="new, updated or unchanged, once an ingestion is done.")
+    reason = serializers.CharField(
+        help_text="Why it failed; while queued again, why the last attempt did not finish and when the next is."
+    )
+    attempts = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class JobCreatedSerializer(serializers.Serializer):
+    job = JobSerializer()
 
 
 class ErrorDetailSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/query", apis.QueryApi.as_view(), name="api-query"),
     path("api/documents", apis.DocumentListApi.as_view(), name="api-documents"),
     path("api/documents/<int:pk>", apis.DocumentDetailApi.as_view(), name="api-document"),
+    path("api/jobs/<int:pk>", apis.JobDetailApi.as_view(), name="api-job"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

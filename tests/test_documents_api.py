@@ -44,15 +44,18 @@ def test_reposting_the_same_text_is_unchanged(key_client):
     assert Document.objects.filter(collection__name="notes").count() == 1
 
 
-def test_upload_a_file(key_client, make_pdf):
+def test_upload_a_file_queues_a_job(key_client, make_pdf):
     client = key_client
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     upload = SimpleUploadedFile("minutes.pdf", make_pdf("The board approved the budget."), "application/pdf")
     response = client.post("/api/documents", {"file": upload, "collection": "board"})
-    assert response.status_code == 201, response.content
-    assert response.json()["document"]["media_type"] == "application/pdf"
-    assert response.json()["document"]["source"] == "upload:minutes.pdf"
+    assert response.status_code == 202, response.content
+    job = response.json()["job"]
+    assert job["status"] == "queued" and job["source"] == "upload:minutes.pdf" and job["collection"] == "board"
+    assert response["Location"] == job["url"] == f"/api/jobs/{job['id']}"
+    assert client.get(job["url"]).json() == job
+    assert not Document.objects.filter(collection__name="board").exists(), "a worker ingests it, not the request"
 
 
 @pytest.mark.parametrize(

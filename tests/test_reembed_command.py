@@ -87,13 +87,13 @@ class StopAfter:
     ],
 )
 def test_an_interrupted_run_keeps_its_batches_and_resumes(hr, monkeypatch, error, message):
-    real = reembed.build_embedder
-    monkeypatch.setattr(reembed, "build_embedder", lambda *a: StopAfter(real(*a), 1, error))
+    real = reembed.embedder_for
+    monkeypatch.setattr(reembed, "embedder_for", lambda *a: StopAfter(real(*a), 1, error))
     with pytest.raises(CommandError, match=message):
         reembed_hr("--batch-size", "2")
     assert models_of(hr) == [NEW, NEW, OLD, OLD, OLD]
 
-    monkeypatch.setattr(reembed, "build_embedder", real)
+    monkeypatch.setattr(reembed, "embedder_for", real)
     output = reembed_hr("--batch-size", "2")
     assert "3 chunks re-embedded" in output and "2 already were" in output
     assert models_of(hr) == [NEW] * 5

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rag.ingestion import FileResult, FileStatus, IngestReport, demo_items, file_items, ingest_items
+from rag import jobs
+from rag.ingestion import FileResult, FileStatus, IngestReport, SourceItem, demo_items, file_items, ingest_items
 from rag.management.progress import Progress
-from rag.models import Collection, collection_name_validator
+from rag.models import Collection, JobStatus, collection_name_validator
 
 
 class Command(BaseCommand):
@@ -23,6 +24,12 @@ class Command(BaseCommand):
             "--if-empty", action="store_true", help="Do nothing when the collection already holds documents."
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
+        parser.add_argument(
+            "--background",
+            action="store_true",
+            help="Queue one job per file for the workers and return at once (follow them in the admin or at "
+            "GET /api/jobs/ID).",
+        )
 
     def handle(self, *args, paths: list[str], collection: str, demo: bool, if_empty: bool, **options) -> str:
         if not paths and not demo:
@@ -37,6 +44,8 @@ class Command(BaseCommand):
         items = list(file_items(paths)) if paths else []
         if demo:
             items.extend(demo_items())
+        if options.get("background"):
+            return self.queue(items, collection)
         with Progress(self, options, total=len(items), unit="file", desc="ingest") as progress:
 
             def on_result(result: FileResult) -> None:
@@ -50,4 +59,16 @@ class Command(BaseCommand):
             raise CommandError(f"Stopped: {report.aborted}. Files done so far are kept; run again to resume. {summary}")
         if report.failures:
             raise CommandError(f"{len(report.failures)} file(s) failed. {summary}")
+        return summary
+
+    def queue(self, items: list[SourceItem | FileResult], collection: str) -> str:
+        queued = jobs.queue_items(items, collection_name=collection)
+        failed = [job for job in queued if job.status == JobStatus.FAILED]
+        for job in failed:
+            self.stderr.write(f"FAILED {job.source}: {job.reason}")
+        ids = [job.pk for job in queued if job.status == JobStatus.QUEUED]
+        span = f" (jobs {ids[0]}-{ids[-1]})" if len(ids) > 1 else f" (job {ids[0]})" if ids else ""
+        summary = f"Collection {collection!r}: queued {len(ids)} file(s){span}; a worker ingests them."
+        if failed:
+            raise CommandError(f"{len(failed)} file(s) could not be queued. {summary}")
         return summary

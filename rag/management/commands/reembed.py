@@ -2,26 +2,13 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rag.embeddings import Embedder, LocalEmbedder, OllamaEmbedder, get_embedder
+from rag import jobs
+from rag.embeddings import embedder_for
 from rag.management.progress import Progress
 from rag.models import Collection
 from rag.reembedding import ReembedReport, chunks_to_reembed, reembed_collections
 from resilience import config
-from resilience.config import LOCAL_EMBEDDING_MODEL, ProviderConfig
 from resilience.errors import OllamaError
-
-
-def build_embedder(backend: str | None, model: str | None, batch_size: int) -> Embedder:
-    """The configured embedder, or the one ``--backend``/``--model`` name (to convert before switching)."""
-    if backend is None and model is None:
-        return get_embedder()
-    provider = config.current().provider
-    target = ProviderConfig(embedding_backend=backend or provider.embedding_backend, embedding_model=model or "")
-    if target.embedding_backend == "ollama":
-        return OllamaEmbedder(target.resolved_embedding_model, batch_size=batch_size)
-    if target.resolved_embedding_model != LOCAL_EMBEDDING_MODEL:
-        raise CommandError(f"The local backend only has {LOCAL_EMBEDDING_MODEL}.")
-    return LocalEmbedder(LOCAL_EMBEDDING_MODEL, batch_size=batch_size)
 
 
 class Command(BaseCommand):
@@ -40,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Embed with this model instead of the configured one.")
         parser.add_argument("--batch-size", type=int, help="Chunks per batch (default: the embedding batch size).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
+        parser.add_argument(
+            "--background", action="store_true", help="Queue it as a job for a worker and return at once."
+        )
 
     def handle(
         self,
@@ -64,7 +54,15 @@ class Command(BaseCommand):
             missing = sorted(set(collection) - {c.name for c in collections})
             if missing:
                 raise CommandError(f"No such collection: {', '.join(missing)}.")
-        embedder = build_embedder(backend, model, batch_size)
+        try:
+            embedder = embedder_for(backend, model, batch_size)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if options.get("background"):
+            job = jobs.queue_reembed(
+                collections=[c.name for c in collections], backend=backend, model=model, batch_size=batch_size
+            )
+            return f"Queued job {job.pk}: re-embed {len(collections)} collection(s) with {embedder.name}."
         todo = chunks_to_reembed(collections=collections, model_name=embedder.name).count()
 
         report = ReembedReport(model=embedder.name)

@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed
 
-.PHONY: run install system-deps test lint format migrate demo serve stop-db bench clean
+.PHONY: run worker install system-deps test lint format migrate demo serve stop-db bench clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "RAGsite needs Python 3.11+"'
@@ -29,9 +29,17 @@ migrate: install
 demo: migrate
 	$(PY) manage.py ingest --demo --if-empty
 
+# The development server and one worker beside it (uploads are ingested by a worker); Ctrl-C
+# stops both, the worker after the file it is on.
 run: demo
-	@echo "RAGsite on http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
+	@echo "RAGsite on http://$(HOST):$(PORT)/ with one worker  (Ctrl-C stops both)"
+	@$(PY) manage.py procrastinate worker & worker=$$!; \
+	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	$(PY) manage.py runserver $(HOST):$(PORT)
+
+# Another worker (any number, on any machine pointed at the same database).
+worker: migrate
+	$(PY) manage.py procrastinate worker
 
 # Production-style serving: gunicorn (RAGSITE_WORKERS x RAGSITE_THREADS) on RAGSITE_BIND.
 serve: migrate

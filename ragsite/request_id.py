@@ -51,6 +51,13 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class RoutineJobFilter(logging.Filter):
+    """Drops a worker's info lines about the stalled-job sweep, which runs every few seconds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "rag.tasks.retry_stalled" not in record.getMessage()
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 

@@ -262,7 +262,10 @@ if RAGSITE_METRICS_TOKEN and len(RAGSITE_METRICS_TOKEN) < 16:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "ragsite.request_id.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "ragsite.request_id.RequestIdFilter"},
+        "routine_jobs": {"()": "ragsite.request_id.RoutineJobFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s %(message)s"},
         "json": {"()": "ragsite.request_id.JsonFormatter"},
@@ -271,7 +274,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if env_bool("RAGSITE_LOG_JSON", False) else "plain",
-            "filters": ["request_id"],
+            "filters": ["request_id", "routine_jobs"],
         }
     },
     "root": {"handlers": ["console"], "level": env_str("RAGSITE_LOG_LEVEL", "INFO").upper()},

@@ -20,10 +20,11 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from rag import cache_counters, ingestion
-from rag.models import ApiKey, CachedAnswer, Chunk, Collection, Document, QueryLog
+from rag import cache_counters, ingestion, jobs
+from rag.models import ApiKey, CachedAnswer, Chunk, Collection, Document, Job, JobStatus, QueryLog
 from resilience import config
 
 
@@ -90,7 +91,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-ingest selected documents from their files", permissions=["change"])
     def reingest(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
-        """Read each file-backed document's file again: changed files are replaced, unchanged skipped.
+        """Queue each file-backed document's file again: a worker replaces changed files, skips unchanged.
 
         Only files inside RAGSITE_DOCUMENT_ROOTS are read; documents sent through the API never are.
         """
@@ -101,13 +102,19 @@ class DocumentAdmin(admin.ModelAdmin):
                 by_collection[document.collection.name].append(document)
             else:
                 skipped += 1
-        for collection, documents in sorted(by_collection.items()):
-            items = list(ingestion.reingest_items(documents))
-            report = ingestion.ingest_items(items, collection_name=collection)
-            level = messages.ERROR if report.failures or report.aborted else messages.SUCCESS
-            detail = f" Stopped: {report.aborted}." if report.aborted else ""
-            failures = "".join(f" {r.source}: {r.reason}." for r in report.failures)
-            self.message_user(request, f"Collection {collection!r}: {report.summary()}.{detail}{failures}", level)
+        queued = [
+            job
+            for name, documents in sorted(by_collection.items())
+            for job in jobs.queue_items(ingestion.reingest_items(documents), collection_name=name)
+        ]
+        if queued:
+            failed = [job for job in queued if job.status == JobStatus.FAILED]
+            failures = "".join(f" {job.source}: {job.reason}." for job in failed)
+            self.message_user(
+                request,
+                f"Queued {len(queued) - len(failed)} document(s) for re-ingestion: see Jobs.{failures}",
+                messages.ERROR if failed else messages.SUCCESS,
+            )
         if skipped:
             self.message_user(
                 request,
@@ -192,6 +199,95 @@ class ApiKeyAdmin(admin.ModelAdmin):
             key.revoke()
             count += 1
         self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+
+
+# JOBS
+
+STATUS_COLOURS = {"queued": "#555", "running": "#1565c0", "done": "#2e7d32", "failed": "#c62828", "cancelled": "#888"}
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    """Background jobs: what each is doing, how far it got, why it failed; retry and cancel."""
+
+    list_display = [
+        "id",
+        "kind",
+        "collection",
+        "short_source",
+        "status_badge",
+        "progress",
+        "attempts",
+        "short_reason",
+        "created_at",
+        "took",
+    ]
+    list_filter = ["status", "kind", "collection"]
+    search_fields = ["source", "collection", "reason"]
+    actions = ["retry", "cancel"]
+    exclude = ["params"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Job._meta.fields if f.name != "params"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a job changes through the queue; actions retry and cancel it
+
+    def has_queue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("rag.change_job")
+
+    @admin.display(description="source", ordering="source")
+    def short_source(self, obj: Job) -> str:
+        return obj.source if len(obj.source) <= 60 else "…" + obj.source[-59:]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Job) -> str:
+        return format_html('<strong style="color: {}">{}</strong>', STATUS_COLOURS.get(obj.status, "#555"), obj.status)
+
+    @admin.display(description="progress")
+    def progress(self, obj: Job) -> str:
+        if obj.total is None:
+            return "—"
+        unit = "questions" if obj.kind == "warm_cache" else "chunks"
+        share = f" ({100 * obj.done // obj.total} %)" if obj.total else ""
+        return f"{obj.done} / {obj.total} {unit}{share}"
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: Job) -> str:
+        return obj.reason if len(obj.reason) <= 100 else obj.reason[:99] + "…"
+
+    @admin.display(description="took")
+    def took(self, obj: Job) -> str:
+        if obj.started_at is None:
+            return "—"
+        return timesince(obj.started_at, obj.finished_at or timezone.now())
+
+    @admin.action(description="Retry the selected failed or cancelled jobs", permissions=["queue"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retried = [jobs.retry_job(job=job) for job in queryset if jobs.can_retry(job)]
+        left = queryset.count() - len(retried)
+        note = f"; {left} could not be (not failed or cancelled, or the upload is gone)" if left else ""
+        self.message_user(
+            request, f"Queued {len(retried)} job(s) again{note}.", messages.WARNING if left else messages.SUCCESS
+        )
+
+    @admin.action(description="Cancel the selected queued jobs", permissions=["queue"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        cancelled = 0
+        for job in queryset.filter(status=JobStatus.QUEUED):
+            try:
+                jobs.cancel_job(job=job)
+                cancelled += 1
+            except jobs.JobConflict:
+                pass
+        left = queryset.count() - cancelled
+        note = f"; {left} had started or finished already" if left else ""
+        self.message_user(
+            request, f"Cancelled {cancelled} job(s){note}.", messages.WARNING if left else messages.SUCCESS
+        )
 
 
 # THE ANSWER CACHE

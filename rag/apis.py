@@ -204,7 +204,7 @@ class JobDetailApi(APIView):
     def delete(self, request: Request, pk: int) -> Response:
         try:
             job = jobs.cancel_job(job=get_object_or_404(Job, pk=pk))
-        except jobs.NotCancellable as exc:
+        except jobs.JobConflict as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data)
 

@@ -47,8 +47,8 @@ class JobFailed(Exception):
     """The job failed for good; its row says why."""
 
 
-class NotCancellable(Exception):
-    """Only a job that has not started can be cancelled."""
+class JobConflict(Exception):
+    """The job is not in a state that allows it (cancel a started job, retry a running one)."""
 
 
 # QUEUEING
@@ -159,13 +159,13 @@ def queue_warm_cache(*, questions: list[tuple[str, str]], concurrency: int) -> J
 
 
 def cancel_job(*, job: Job) -> Job:
-    """Cancel a job no worker has taken yet (queued, or waiting for a retry); raises NotCancellable."""
+    """Cancel a job no worker has taken yet (queued, or waiting for a retry); raises JobConflict."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.status != JobStatus.QUEUED or job.queue_job_id is None:
-            raise NotCancellable(f"The job is {job.status}; only a queued job can be cancelled.")
+            raise JobConflict(f"The job is {job.status}; only a queued job can be cancelled.")
         if not app.job_manager.cancel_job_by_id(job.queue_job_id):
-            raise NotCancellable("A worker has just started the job; it can no longer be cancelled.")
+            raise JobConflict("A worker has just started the job; it can no longer be cancelled.")
         job.status = JobStatus.CANCELLED
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "finished_at"])
@@ -183,7 +183,7 @@ def can_retry(job: Job) -> bool:
 def retry_job(*, job: Job) -> Job:
     """Queue a failed or cancelled job again, with a fresh count of attempts (the admin's retry)."""
     if not can_retry(job):
-        raise NotCancellable(f"The job is {job.status} or its upload is gone; it cannot be retried.")
+        raise JobConflict(f"The job is {job.status} or its upload is gone; it cannot be retried.")
     job.status, job.reason, job.attempts, job.done = JobStatus.QUEUED, "", 0, 0
     job.started_at = job.finished_at = None
     job.save()

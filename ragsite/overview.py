@@ -13,12 +13,13 @@ from typing import Any
 
 from django.contrib import admin
 from django.db import connection
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from rag import cache_counters
-from rag.models import QueryLog
+from rag.models import Job, JobStatus, QueryLog
 from resilience import config, orders
 from resilience.breaker import all_breakers
 from resilience.metrics import pool_totals
@@ -147,6 +148,23 @@ def cache_figures() -> dict[str, Any] | None:
         return None
 
 
+def job_figures(now: datetime) -> dict[str, Any]:
+    """The queue's depth (waiting, running) and the jobs that failed in the last hour."""
+    counts = dict(
+        Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    failed = Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1))
+    return {
+        "queued": counts.get(JobStatus.QUEUED, 0),
+        "running": counts.get(JobStatus.RUNNING, 0),
+        "failed_last_hour": failed.count(),
+        "recent_failures": list(failed.order_by("-finished_at")[:5]),
+    }
+
+
 def overview(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
     orders.sync()  # report this process's breakers if due
     now = timezone.now()
@@ -165,6 +183,7 @@ def overview(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
         "breakers": breaker_summary(now),
         "cache": cache_figures(),
         "pool": pool_use(),
+        "jobs": job_figures(now),
         "settings": config.current(),
         "volume": bar_chart([m["count"] for m in minutes], labels),
         "latency": line_chart({"p50": [m["p50"] for m in minutes], "p95": [m["p95"] for m in minutes]}, times),

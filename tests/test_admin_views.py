@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from rag.models import CachedAnswer, Collection, Document, QueryLog
+from rag.models import CachedAnswer, Collection, Document, Job, JobStatus, QueryLog
 from resilience import orders
 from resilience.breaker import get_breaker
 from resilience.models import BreakerCommand, BreakerReport
@@ -42,6 +42,8 @@ PAGES = [
     "/admin/rag/cachedanswer/flush/",
     "/admin/rag/document/",
     "/admin/rag/querylog/",
+    "/admin/rag/job/",
+    "/admin/resilience/jobsettings/1/change/",
 ]
 
 
@@ -219,7 +221,7 @@ def test_delete_goes_through_the_service_and_bumps_the_corpus_version(admin_clie
     assert facilities.corpus_version == version + 1
 
 
-def test_reingest_reads_changed_files_and_skips_the_others(admin_client, facilities, write_files, settings):
+def test_reingest_queues_the_files_and_skips_the_others(admin_client, facilities, write_files, settings):
     root = write_files({})
     settings.RAGSITE_DOCUMENT_ROOTS = [str(root)]
     boilers = Document.objects.get(collection=facilities, source="boilers.txt")
@@ -231,9 +233,11 @@ def test_reingest_reads_changed_files_and_skips_the_others(admin_client, facilit
     ids = [boilers.pk, pasted.pk, Document.objects.get(collection=facilities, source="parking.txt").pk]
     response = admin_client.post("/admin/rag/document/", {"action": "reingest", "_selected_action": ids}, follow=True)
     page = response.content.decode()
-    assert "1 updated, 1 unchanged" in page
+    assert "Queued 2 document(s) for re-ingestion" in page
     assert "1 document(s) skipped" in page
-    assert "March" in boilers.chunks.get().text
+    queued = Job.objects.get(source=boilers.source)
+    assert queued.status == JobStatus.QUEUED and bytes(queued.upload.data) == b"Boilers are serviced every March now."
+    assert "October" in boilers.chunks.get().text, "a worker re-ingests it, not the request"
 
 
 def test_a_document_sent_through_the_api_never_reads_a_server_file(admin_client, key_client, tmp_path, settings):

@@ -1,0 +1,190 @@
+"""Jobs without a worker: what the API, the commands, the admin, housekeeping and /metrics show.
+
+Running jobs in worker processes is tests/test_jobs_queue.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from rag import housekeeping, jobs, metrics
+from rag.models import Collection, Document, Job, JobKind, JobStatus, JobUpload, QueryLog
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_settings")]
+
+
+def queue_status(job: Job) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", [job.queue_job_id])
+        return cursor.fetchone()[0]
+
+
+def post_json(client, body: dict):
+    return client.post("/api/documents", json.dumps(body), content_type="application/json")
+
+
+# THE API
+
+
+def test_json_text_is_queued_when_asked_or_long(key_client, settings):
+    settings.RAGSITE_INLINE_MAX_CHARS = 50
+    short = post_json(key_client, {"title": "Short", "text": "Bring your badge.", "collection": "api-jobs"})
+    assert short.status_code == 201, "short text is still ingested inline"
+    asked = post_json(key_client, {"title": "Asked", "text": "Bring a pen.", "collection": "api-jobs", "async": True})
+    long = post_json(key_client, {"title": "Long", "text": "word " * 20, "collection": "api-jobs"})
+    for response, title in ((asked, "Asked"), (long, "Long")):
+        assert response.status_code == 202, response.content
+        job = Job.objects.get(pk=response.json()["job"]["id"])
+        assert job.source == f"api:{title}" and job.title == title and queue_status(job) == "todo"
+    assert list(Document.objects.filter(collection__name="api-jobs").values_list("title", flat=True)) == ["Short"]
+
+
+def test_a_queued_job_can_be_cancelled_once_and_only_with_a_key(key_client):
+    anonymous = Client()
+    response = key_client.post(
+        "/api/documents", {"file": SimpleUploadedFile("a.md", b"# A\n\nText."), "collection": "c"}
+    )
+    url = response.json()["job"]["url"]
+    assert anonymous.get(url).status_code == 200, "reading a job is like reading documents"
+    refused = anonymous.delete(url)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "not_authenticated"
+
+    cancelled = key_client.delete(url)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    assert queue_status(Job.objects.get(pk=cancelled.json()["id"])) == "cancelled"
+    again = key_client.delete(url)
+    assert again.status_code == 409 and "only a queued job" in again.json()["error"]["message"]
+
+
+def test_unknown_jobs_are_404(key_client):
+    for response in (key_client.get("/api/jobs/999999"), key_client.delete("/api/jobs/999999")):
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_a_pdf_upload_that_is_not_a_pdf_is_refused_at_once(key_client):
+    response = key_client.post("/api/documents", {"file": SimpleUploadedFile("x.pdf", b"hello"), "collection": "c"})
+    assert response.status_code == 400 and "not a PDF" in str(response.json()["error"]["fields"]["file"])
+    assert not Job.objects.exists()
+
+
+# THE COMMANDS
+
+
+def test_ingest_background_queues_a_job_per_file_and_reports_the_unreadable(write_files, tmp_path):
+    root = write_files({"a.txt": "Alpha text.", "sub/b.md": "# Beta\n\nBeta text.", "sub/skip.exe": "x"})
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"1 file\(s\) could not be queued.*queued 2 file\(s\)"):
+        call_command(
+            "ingest", str(root), str(tmp_path / "missing.txt"), "--background", "--collection", "bg", stderr=out
+        )
+    assert "missing.txt: no such file or directory" in out.getvalue()
+    queued = Job.objects.filter(status=JobStatus.QUEUED).order_by("source")
+    assert [j.source.rsplit("/", 1)[-1] for j in queued] == ["a.txt", "b.md"]
+    assert bytes(JobUpload.objects.get(job=queued[0]).data) == b"Alpha text."
+    assert all(queue_status(j) == "todo" for j in queued)
+    assert not Document.objects.filter(collection__name="bg").exists(), "nothing is ingested by the command"
+    assert Job.objects.get(status=JobStatus.FAILED).reason == "no such file or directory"
+
+
+def test_reembed_and_warm_cache_background_queue_one_job_each(write_files):
+    Collection.objects.create(name="hr")
+    out = call_command("reembed", "--collection", "hr", "--background", "--backend", "ollama", stdout=StringIO())
+    job = Job.objects.get(kind=JobKind.REEMBED)
+    assert f"Queued job {job.pk}" in out and job.params["collections"] == ["hr"] and queue_status(job) == "todo"
+
+    questions = write_files({"q.txt": "What is the leave policy?\nHow do I book a room?\n"}) / "q.txt"
+    out = call_command("warm_cache", "--file", str(questions), "--collection", "hr", "--background", stdout=StringIO())
+    warm = Job.objects.get(kind=JobKind.WARM_CACHE)
+    assert f"Queued job {warm.pk}: warm 2 question(s)" in out and warm.total == 2
+
+
+# HOUSEKEEPING
+
+
+def test_housekeeping_keeps_what_its_retention_says(resilience_config):
+    resilience_config(jobs={"query_log_retention_days": 30, "job_retention_days": 7})
+    now = timezone.now()
+    for days in (31, 29):
+        row = QueryLog.objects.create(question=f"{days}", question_hash="0", collection="c", cache="miss", latency_ms=1)
+        QueryLog.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=days))
+    old = Job.objects.create(kind=JobKind.INGEST, status=JobStatus.DONE, finished_at=now - timedelta(days=8))
+    recent = Job.objects.create(kind=JobKind.INGEST, status=JobStatus.FAILED, finished_at=now - timedelta(days=6))
+    waiting = Job.objects.create(kind=JobKind.INGEST, status=JobStatus.QUEUED)
+    JobUpload.objects.create(job=old, data=b"x")
+
+    removed = housekeeping.run()
+    assert removed["query_log"] == 1 and removed["jobs"] == 1
+    assert list(QueryLog.objects.values_list("question", flat=True)) == ["29"]
+    assert set(Job.objects.values_list("pk", flat=True)) == {recent.pk, waiting.pk}
+    assert not JobUpload.objects.exists()
+
+
+# METRICS
+
+
+def test_metrics_count_jobs_by_task_and_outcome_and_show_the_queue(key_client, resilience_config):
+    key_client.post("/api/documents", {"file": SimpleUploadedFile("q.txt", b"Queued."), "collection": "m"})
+    metrics.record_job(task="ingest", outcome="succeeded", seconds=0.3)
+    metrics.record_job(task="ingest", outcome="succeeded", seconds=20)
+    metrics.record_job(task="ingest", outcome="failed", seconds=2)
+    text = Client().get("/metrics").content.decode()
+    assert 'ragsite_jobs_total{outcome="succeeded",task="ingest"} 2.0' in text
+    assert 'ragsite_jobs_total{outcome="failed",task="ingest"} 1.0' in text
+    assert 'ragsite_jobs_queued{task="ingest"} 1.0' in text
+    assert 'ragsite_job_duration_seconds_bucket{le="0.5",task="ingest"} 1.0' in text
+    assert 'ragsite_job_duration_seconds_bucket{le="60",task="ingest"} 3.0' in text
+    assert 'ragsite_job_duration_seconds_sum{task="ingest"} 22.3' in text
+
+
+# THE ADMIN
+
+
+def failed_job() -> Job:
+    job = jobs.queue_document(collection_name="adm", source="upload:x.txt", data=b"Some text.", media_type="text/plain")
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED,
+        reason="embeddings unavailable: circuit open",
+        done=4,
+        total=10,
+        finished_at=timezone.now(),
+    )
+    return Job.objects.get(pk=job.pk)
+
+
+def test_the_jobs_page_shows_progress_and_reason_and_retries(admin_client):
+    job = failed_job()
+    page = admin_client.get("/admin/rag/job/").content.decode()
+    assert "embeddings unavailable: circuit open" in page and "4 / 10 chunks (40 %)" in page
+    response = admin_client.post("/admin/rag/job/", {"action": "retry", "_selected_action": [job.pk]}, follow=True)
+    assert "Queued 1 job(s) again." in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.reason == "" and job.attempts == 0 and queue_status(job) == "todo"
+
+
+def test_the_jobs_page_cancels_queued_jobs_only(admin_client):
+    queued = jobs.queue_document(collection_name="adm", source="upload:y.txt", data=b"Text.", media_type="text/plain")
+    done = Job.objects.create(kind=JobKind.INGEST, status=JobStatus.DONE, finished_at=timezone.now())
+    response = admin_client.post(
+        "/admin/rag/job/", {"action": "cancel", "_selected_action": [queued.pk, done.pk]}, follow=True
+    )
+    assert "Cancelled 1 job(s); 1 had started or finished already." in response.content.decode()
+    assert Job.objects.get(pk=queued.pk).status == JobStatus.CANCELLED
+    assert Job.objects.get(pk=done.pk).status == JobStatus.DONE
+
+
+def test_the_overview_shows_the_queue_and_the_last_hours_failures(admin_client):
+    jobs.queue_document(collection_name="adm", source="upload:z.txt", data=b"Text.", media_type="text/plain")
+    failed_job()
+    page = admin_client.get("/admin/overview/").content.decode()
+    assert "1 waiting, 0 running" in page
+    assert 'class="state-open">1<' in page and "upload:x.txt: embeddings unavailable: circuit open" in page

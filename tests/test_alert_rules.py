@@ -19,7 +19,16 @@ from resilience import metrics
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 RULES_DIR = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "ragsite.json"
-ALERTS = {"CircuitBreakerOpen", "LowCacheHitRate", "CacheFull", "HighEvictionRate", "HighQueryLatency", "OllamaErrors"}
+ALERTS = {
+    "CircuitBreakerOpen",
+    "LowCacheHitRate",
+    "CacheFull",
+    "HighEvictionRate",
+    "HighQueryLatency",
+    "OllamaErrors",
+    "JobQueueGrowing",
+    "JobsFailing",
+}
 
 
 def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
@@ -73,7 +82,7 @@ def dashboard_queries() -> list[str]:
 def test_the_dashboard_shows_breakers_hit_rate_latency_and_the_pool():
     panels = {panel["title"]: panel for panel in json.loads(DASHBOARD.read_text())["panels"]}
     assert panels["Breaker state"]["type"] == "state-timeline"
-    assert {"Cache hit rate", "Query latency percentiles", "Pool requests and retries"} <= set(panels)
+    assert {"Cache hit rate", "Query latency percentiles", "Pool requests and retries", "Job queue"} <= set(panels)
 
 
 def test_the_dashboard_queries_parse_and_use_only_metrics_we_export(tmp_path):
@@ -91,7 +100,11 @@ def exported_names() -> set[str]:
     """Every series name our metrics can produce (with _total, _bucket, ... suffixes)."""
     modules = (metrics, rag_metrics)
     wrappers = [v for module in modules for v in vars(module).values() if isinstance(v, MetricWrapperBase)]
-    collectors = [*metrics.pool_size_collector.describe(), *rag_metrics.cache_collector.describe()]
+    collectors = [
+        *metrics.pool_size_collector.describe(),
+        *rag_metrics.cache_collector.describe(),
+        *rag_metrics.job_collector.describe(),
+    ]
     families = [*chain.from_iterable(w.describe() for w in wrappers), *collectors]
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
     return {family.name + suffix for family in families for suffix in suffixes.get(family.type, [""])}

@@ -26,6 +26,7 @@ from procrastinate.contrib.django import app
 from rag.ingestion import FileResult, FileStatus, SourceItem, ingest_document
 from rag.models import Job, JobKind, JobStatus, JobUpload
 from rag.readers import ReadError
+from rag.sql import lazy_commit
 
 logger = logging.getLogger(__name__)
 
@@ -195,14 +196,17 @@ def retry_job(*, job: Job) -> Job:
 
 def start(job_id: int, *, attempt: int) -> Job | None:
     """Mark the job running in this worker; None when it is gone or was cancelled meanwhile."""
-    updated = Job.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
-        status=JobStatus.RUNNING, attempts=attempt, worker=WORKER, started_at=timezone.now(), done=0
-    )
+    # Bookkeeping: committed without waiting for the disk (a crash loses at most the mark).
+    with lazy_commit():
+        updated = Job.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+            status=JobStatus.RUNNING, attempts=attempt, worker=WORKER, started_at=timezone.now(), done=0
+        )
     return Job.objects.filter(pk=job_id).first() if updated else None
 
 
 def progress(job: Job, done: int, total: int | None) -> None:
-    Job.objects.filter(pk=job.pk).update(done=done, total=total)
+    with lazy_commit():
+        Job.objects.filter(pk=job.pk).update(done=done, total=total)
 
 
 def retry_at(seconds: float) -> datetime:

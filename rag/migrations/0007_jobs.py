@@ -49,4 +49,9 @@ class Migration(migrations.Migration):
             model_name='job',
             index=models.Index(fields=['status', 'finished_at'], name='job_status_finished'),
         ),
+        # Uploads are opaque and short-lived: store them out of line without trying to compress them.
+        migrations.RunSQL(
+            "ALTER TABLE rag_jobupload ALTER COLUMN data SET STORAGE EXTERNAL",
+            "ALTER TABLE rag_jobupload ALTER COLUMN data SET STORAGE EXTENDED",
+        ),
     ]

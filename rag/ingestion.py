@@ -358,10 +358,14 @@ def ingest_document(
     media_type: str,
     title: str = "",
     fallback_title: str = "",
+    root: str = "",
     chunk_progress: Callable[[int, int], None] | None = None,
 ) -> FileResult:
-    """Ingest one document given as bytes (the API's upload and text paths, and jobs)."""
-    item = SourceItem(source=source, data=data, media_type=media_type, fallback_title=title or fallback_title or source)
+    """Ingest one document given as bytes (the API's upload and text paths, and jobs; ``root`` is the
+    folder of a file queued by the ingest command)."""
+    item = SourceItem(
+        source=source, data=data, media_type=media_type, fallback_title=title or fallback_title or source, root=root
+    )
     report = ingest_items([item], collection_name=collection_name, chunk_progress=chunk_progress)
     if report.aborted and not report.results:
         return FileResult(source, FileStatus.FAILED, reason=report.aborted, retryable=True)

@@ -74,14 +74,15 @@ def check_upload(data: bytes, media_type: str) -> None:
         raise ReadError("contains NUL bytes: not a text file")
 
 
-def _lock(collection: str, source: str) -> str:
+def _lock(job: Job) -> str:
     """One ingestion of a document at a time: jobs sharing a lock run one after another."""
-    return "ingest:" + hashlib.sha256(f"{collection}\0{source}".encode()).hexdigest()[:32]
+    key = f"{job.collection}\0{job.file_root}\0{job.source}"
+    return "ingest:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _defer(job: Job) -> Job:
     """Put the job on the queue, in the caller's transaction: no queue entry without its row."""
-    lock = _lock(job.collection, job.source) if job.kind == JobKind.INGEST else f"{job.kind}"
+    lock = _lock(job) if job.kind == JobKind.INGEST else f"{job.kind}"
     deferrer = app.configure_task(TASKS[JobKind(job.kind)], queue=QUEUE, lock=lock)
     job.queue_job_id = deferrer.defer(job_id=job.pk)
     job.save(update_fields=["queue_job_id"])
@@ -90,17 +91,26 @@ def _defer(job: Job) -> Job:
 
 @transaction.atomic
 def queue_document(
-    *, collection_name: str, source: str, data: bytes, media_type: str, title: str = "", fallback_title: str = ""
+    *,
+    collection_name: str,
+    source: str,
+    data: bytes,
+    media_type: str,
+    title: str = "",
+    fallback_title: str = "",
+    root: str = "",
 ) -> Job:
     """Queue one document for ingestion; raises ReadError when it is plainly unreadable.
 
-    ``title`` replaces the document's own title; ``fallback_title`` is used when it has none.
+    ``title`` replaces the document's own title; ``fallback_title`` is used when it has none;
+    ``root`` is the folder of a file read by the ingest command (the document keeps it).
     """
     check_upload(data, media_type)
     job = Job.objects.create(
         kind=JobKind.INGEST,
         collection=collection_name,
         source=source,
+        file_root=root,
         title=title[:512],
         media_type=media_type,
         params={"fallback_title": fallback_title or source},
@@ -134,6 +144,7 @@ def queue_items(items: Iterable[SourceItem | FileResult], *, collection_name: st
                     data=item.data,
                     media_type=item.media_type,
                     fallback_title=item.fallback_title,
+                    root=item.root,
                 )
             )
         except ReadError as exc:
@@ -256,6 +267,7 @@ def run_ingest(job: Job) -> FileResult:
         media_type=job.media_type,
         title=job.title,
         fallback_title=job.params.get("fallback_title") or job.source,
+        root=job.file_root,
         chunk_progress=lambda done, total: progress(job, done, total),
     )
 

@@ -394,6 +394,9 @@ class Job(models.Model):
     # The collection's name, not a foreign key: the collection is created when the document is written.
     collection = models.CharField(max_length=64, blank=True)
     source = models.CharField(max_length=1024, blank=True, help_text="The document's source, for ingestion.")
+    file_root = models.CharField(
+        max_length=1024, blank=True, help_text="The folder a file was read from (never shown), as on its document."
+    )
     title = models.CharField(max_length=512, blank=True, help_text="A title given with the upload, if any.")
     media_type = models.CharField(max_length=100, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="What a re-embed or warm-up job works on.")

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rag', '0006_cache_table'),
+        ('rag', '0008_document_file_root'),
     ]
 
     operations = [
@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
                 ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
                 ('collection', models.CharField(blank=True, max_length=64)),
                 ('source', models.CharField(blank=True, help_text="The document's source, for ingestion.", max_length=1024)),
+                ('file_root', models.CharField(blank=True, help_text='The folder a file was read from (never shown), as on its document.', max_length=1024)),
                 ('title', models.CharField(blank=True, help_text='A title given with the upload, if any.', max_length=512)),
                 ('media_type', models.CharField(blank=True, max_length=100)),
                 ('params', models.JSONField(blank=True, default=dict, help_text='What a re-embed or warm-up job works on.')),

@@ -43,6 +43,7 @@ PAGES = [
     "/admin/rag/document/",
     "/admin/rag/querylog/",
     "/admin/rag/job/",
+    "/admin/procrastinate/procrastinatejob/",
     "/admin/resilience/jobsettings/1/change/",
 ]
 

@@ -144,7 +144,7 @@ def warm(context: JobContext, job_id: int) -> str:
         begun = time.perf_counter()
         outcomes = warming.warm_questions(questions, concurrency=job.params.get("concurrency", 1), report=report)
         counts, summary = warming.summary(outcomes, time.perf_counter() - begun)
-        if counts["failed"] == len(questions) and questions:
+        if questions and all(kind == "failed" and "unavailable" in reason for kind, reason in outcomes):
             raise jobs.Transient(f"no question could be cached: {outcomes[0][1]}")
         jobs.finish(job, reason=summary if counts["failed"] else "")
     return "done"

@@ -16,8 +16,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from rag import housekeeping, jobs, metrics
-from rag.models import Collection, Document, Job, JobKind, JobStatus, JobUpload, QueryLog
+from rag import housekeeping, jobs, metrics, tasks
+from rag.models import CachedAnswer, Chunk, Collection, Document, Job, JobKind, JobStatus, JobUpload, QueryLog
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_settings")]
 
@@ -106,6 +106,37 @@ def test_reembed_and_warm_cache_background_queue_one_job_each(write_files):
     out = call_command("warm_cache", "--file", str(questions), "--collection", "hr", "--background", stdout=StringIO())
     warm = Job.objects.get(kind=JobKind.WARM_CACHE)
     assert f"Queued job {warm.pk}: warm 2 question(s)" in out and warm.total == 2
+
+
+# RE-EMBEDDING AND WARMING, RUN HERE (the queue tests run ingestion in real workers)
+
+
+class FirstAttempt:
+    """What a task reads of procrastinate's job context: which attempt this is."""
+
+    job = type("QueueJob", (), {"attempts": 0})()
+
+
+def test_a_reembed_job_converts_every_chunk_and_counts_them(ollama_facilities):
+    # The new model's index is created mid-transaction here (a worker runs in autocommit): Postgres
+    # refuses while foreign-key checks of this test's inserts are still pending.
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    job = jobs.queue_reembed(collections=["facilities"], backend="ollama", model="nomic-embed-text", batch_size=2)
+    assert tasks.reembed(FirstAttempt(), job.pk) == "done"
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE and job.done == job.total == 3 and job.attempts == 1
+    models = set(Chunk.objects.filter(collection__name="facilities").values_list("embedding_model", flat=True))
+    assert models == {"ollama/nomic-embed-text"}
+
+
+def test_a_warm_up_job_caches_its_questions(ollama_facilities):
+    questions = [("facilities", "Where is the boiler room?"), ("facilities", "When is lunch served?")]
+    job = jobs.queue_warm_cache(questions=questions, concurrency=1)
+    tasks.warm(FirstAttempt(), job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.DONE and job.done == job.total == 2 and job.reason == ""
+    assert CachedAnswer.objects.filter(collection__name="facilities").count() == 2
 
 
 # HOUSEKEEPING

@@ -607,7 +607,7 @@ def saved_settings(**sections: dict[str, Any]):
     Every process using the database (a gunicorn started by a test or a benchmark) applies the
     change within a second or two, as it would an operator's edit in the admin.
     """
-    from resilience import models
+    from resilience import live, models
 
     rows = {
         "provider": models.ProviderSettings,
@@ -625,9 +625,11 @@ def saved_settings(**sections: dict[str, Any]):
             for name, value in values.items():
                 setattr(row, name, value)
             row.save()
+        live.refresh()  # this process at once, not within the second
         yield
     finally:
         for row, values in saved:
             for name, value in values.items():
                 setattr(row, name, value)
             row.save()
+        live.refresh()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from ragsite import pgtuning
 from resilience.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -121,7 +122,11 @@ else:
         "ENGINE": "ragsite.pgembedded",
         "NAME": "postgres",
         "USER": "postgres",
-        "OPTIONS": {"embedded_data_dir": str(VAR_DIR / "pgdata")},
+        "OPTIONS": {
+            "embedded_data_dir": str(VAR_DIR / "pgdata"),
+            # Memory and parallel index builds sized for this machine; RAGSITE_PG_<NAME> overrides.
+            "embedded_server_settings": pgtuning.embedded_settings(),
+        },
     }
 _database["CONN_MAX_AGE"] = env_int("RAGSITE_DB_CONN_MAX_AGE", 60, minimum=0)
 _database["CONN_HEALTH_CHECKS"] = True

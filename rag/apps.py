@@ -19,3 +19,10 @@ class RagConfig(AppConfig):
             if collector not in REGISTRY._collector_to_names:
                 REGISTRY.register(collector)
         checks.register()
+
+        from rag import model_warmup
+
+        # gunicorn workers load the model before serving (ragsite/gunicorn_conf.py); the
+        # development server loads it as it starts, so the first question does not wait for it.
+        if model_warmup.serving_with_runserver():
+            model_warmup.warm_up_in_background()

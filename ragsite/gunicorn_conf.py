@@ -43,9 +43,6 @@ def child_exit(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     """Load the local embedding model before the worker takes requests, not on its first one."""
-    from resilience import config
+    from rag.model_warmup import warm_up
 
-    if config.current().provider.embedding_backend == "local":
-        from rag.embeddings import LocalEmbedder
-
-        LocalEmbedder().embed(["warm-up"])
+    warm_up()

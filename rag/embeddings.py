@@ -134,3 +134,10 @@ def ensure_vector_index(model_name: str, dimensions: int) -> None:
         return
     sql.create_hnsw_index(table=Chunk._meta.db_table, prefix="chunk_emb", model_name=model_name, dimensions=dimensions)
     _indexed.add(key)
+
+
+def has_vector_index(model_name: str, dimensions: int) -> bool:
+    """Whether the chunks of this model have their HNSW index already (bulk loads build it after)."""
+    return (model_name, dimensions) in _indexed or sql.index_exists(
+        sql.hnsw_index_name("chunk_emb", model_name, dimensions)
+    )

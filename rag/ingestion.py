@@ -24,7 +24,7 @@ from rag import metrics
 from rag.chunking import chunk_text
 from rag.collections import get_collection
 from rag.embedding_cache import caching
-from rag.embeddings import Embedder, ensure_vector_index, get_embedder
+from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index
 from rag.models import Chunk, Collection, Document
 from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
 from resilience import config
@@ -276,6 +276,9 @@ def ingest_items(
     batch_size = batch_size or config.current().provider.embedding_batch_size
     pending: list[_Pending] = []
     counts = {"embedded": 0, "found": 0}
+    # A model without a vector index yet (the first ingest with a new model) gets it once the
+    # chunks are written: building it is several times faster than inserting into a live one.
+    index: dict[str, int] = {}
 
     def record(result: FileResult) -> None:
         report.results.append(result)
@@ -310,7 +313,11 @@ def ingest_items(
                 raise IngestAborted(f"embeddings unavailable: {exc.reason}") from exc
             return
         vectors = np.concatenate(parts)
-        ensure_vector_index(embedder.name, int(vectors.shape[1]))
+        if not index:
+            index["dimensions"] = int(vectors.shape[1])
+            index["build_after"] = not has_vector_index(embedder.name, index["dimensions"])
+        if not index["build_after"]:
+            ensure_vector_index(embedder.name, index["dimensions"])
         offset = 0
         for p in pending:
             part = vectors[offset : offset + len(p.chunks)]
@@ -337,6 +344,8 @@ def ingest_items(
         flush()
     except IngestAborted as exc:
         report.aborted = str(exc)
+    if index.get("build_after") and report.chunks:
+        ensure_vector_index(embedder.name, index["dimensions"])
     report.seconds = time.perf_counter() - started
     metrics.record_ingest(statuses=[r.status for r in report.results], chunks=report.chunks)
     return report

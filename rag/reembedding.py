@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count, QuerySet
 
-from rag.embeddings import Embedder, ensure_vector_index
+from rag.embeddings import Embedder, ensure_vector_index, has_vector_index
 from rag.ingestion import embedding_input
 from rag.models import Chunk, Collection
 
@@ -72,6 +72,10 @@ def reembed_collections(
     report.already = Chunk.objects.filter(collection__in=collections, embedding_model=embedder.name).count()
     touched: set[int] = set()
     last_id = 0
+    # A model without a vector index yet gets it once its vectors are written: building it is
+    # several times faster than inserting every converted row into a live index, and until then
+    # vector search over the converted chunks is an exact scan (slower, never wrong).
+    dimensions, build_after = 0, False
     try:
         while True:
             batch = list(
@@ -84,7 +88,11 @@ def reembed_collections(
             if not batch:
                 break
             vectors = embedder.embed([embedding_input(c.document.title, c.text) for c in batch])
-            ensure_vector_index(embedder.name, int(vectors.shape[1]))
+            if not dimensions:
+                dimensions = int(vectors.shape[1])
+                build_after = not has_vector_index(embedder.name, dimensions)
+            if not build_after:
+                ensure_vector_index(embedder.name, dimensions)
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding = vector
                 chunk.embedding_model = embedder.name
@@ -96,6 +104,8 @@ def reembed_collections(
             if progress:
                 progress(len(batch))
     finally:
+        if build_after and report.converted:
+            ensure_vector_index(embedder.name, dimensions)
         # Answers cached while the collection was half converted must not outlive the conversion.
         for collection in collections:
             if collection.pk in touched:

@@ -123,3 +123,26 @@ def test_if_empty_skips_a_collection_with_documents(write_files):
     ingest(str(root), "--collection", "lakes")
     assert "nothing to do" in ingest("--demo", "--if-empty", "--collection", "lakes")
     assert Document.objects.filter(collection__name="lakes").count() == 1
+
+
+def test_the_first_ingest_with_a_new_model_builds_its_vector_index_after_the_chunks(
+    write_files, fake_ollama, resilience_config
+):
+    from rag.ingestion import ingest_paths
+    from rag.sql import hnsw_index_name, index_exists
+
+    model = "granite-embedding"
+    index = hnsw_index_name("chunk_emb", f"ollama/{model}", 384)
+    resilience_config(
+        provider={"ollama_base_url": fake_ollama.url, "embedding_backend": "ollama", "embedding_model": model}
+    )
+    root = write_files({f"note{i}.txt": f"Note {i}: the lift is serviced on day {i}." for i in range(3)})
+    during: list[bool] = []
+
+    report = ingest_paths(
+        paths=[root], collection_name="lifts", batch_size=1, progress=lambda r: during.append(index_exists(index))
+    )
+
+    assert report.chunks == 3
+    assert during == [False, False, False]
+    assert index_exists(index)

@@ -123,3 +123,25 @@ def test_backend_and_model_can_be_named_to_convert_before_switching(hr):
 def test_bad_arguments_are_refused(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("reembed", *args, stdout=StringIO())
+
+
+def test_a_model_without_a_vector_index_gets_it_once_its_vectors_are_written(hr, fake_ollama):
+    from rag.embeddings import OllamaEmbedder
+    from rag.reembedding import reembed_collections
+    from rag.sql import hnsw_index_name, index_exists
+
+    model = "snowflake-arctic-embed"
+    index = hnsw_index_name("chunk_emb", f"ollama/{model}", 384)
+    during: list[bool] = []
+
+    reembed_collections(
+        collections=[hr],
+        embedder=OllamaEmbedder(model),
+        batch_size=2,
+        progress=lambda done: during.append(index_exists(index)),
+    )
+
+    assert during == [False, False, False]  # no row went into a live index one by one
+    assert index_exists(index)
+    question = np.asarray(fake_ollama.embedding("How many holidays?"), dtype=np.float32)
+    assert len(vector_search(hr, f"ollama/{model}", question, 10)) == 5

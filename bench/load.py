@@ -8,6 +8,8 @@ was down (plus the breaker's recovery timeout), the breakers closed again after 
 stopped for 10 s, then started again. Checks: only 503s during the outage (no 500s), full
 recovery after, and every document whose POST was answered 201 is still there at the end.
 
+``python -m bench load --profile seed``: the seed service's workload instead (bench/_load_seed.py).
+
 Bounded: the clients stop by themselves after ``--seconds``; every request has a timeout; only
 127.0.0.1 is contacted.
 """
@@ -77,7 +79,14 @@ def warm_up(base: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench load")
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("--profile", choices=["faults", "seed"], default="faults")
+    chosen, argv = profile.parse_known_args(argv)
+    if chosen.profile == "seed":
+        from bench import _load_seed
+
+        return _load_seed.main(argv)
+    parser = argparse.ArgumentParser(prog="python -m bench load", parents=[profile])
     parser.add_argument("--fault", choices=["ollama", "postgres"], default="ollama")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)

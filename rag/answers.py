@@ -52,14 +52,24 @@ def answer_question(
     use_cache: bool = True,
     log_query: bool = True,
     trusted: bool = True,
+    embedding_cache: bool = True,
 ) -> Answer:
     """Answer from the cache, or retrieve the best passages and answer from them.
 
     Degrades instead of failing when Ollama does. ``use_cache=False`` neither reads nor writes the
     answer cache. ``log_query=False`` keeps the question out of the query log and the hit/miss
-    counters (cache warming).
+    counters (cache warming, evaluation). ``embedding_cache=False`` has the model embed the
+    question even when it was asked before (evaluation: the time a new question takes).
     """
-    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=log_query, trusted=trusted)
+    run = _Run(
+        question,
+        collection_name,
+        k,
+        use_cache=use_cache,
+        log_query=log_query,
+        trusted=trusted,
+        embedding_cache=embedding_cache,
+    )
     for _ in run.events(stream=False):
         pass
     assert run.answer is not None
@@ -87,7 +97,15 @@ class _Run:
     """One question on its way through the pipeline."""
 
     def __init__(
-        self, question: str, collection_name: str, k: int, *, use_cache: bool, log_query: bool, trusted: bool
+        self,
+        question: str,
+        collection_name: str,
+        k: int,
+        *,
+        use_cache: bool,
+        log_query: bool,
+        trusted: bool,
+        embedding_cache: bool = True,
     ) -> None:
         self.question = question
         self.trusted = trusted
@@ -102,6 +120,7 @@ class _Run:
         self.scope: answer_cache.Scope | None = None
         self.vector: np.ndarray | None = None
         self.prepared = False
+        self.embedding_cache = embedding_cache
 
     # -- steps 1 to 3: what the caches and the embedder can say before any work ------------------
 
@@ -109,7 +128,7 @@ class _Run:
         if self.prepared:
             return
         self.prepared = True
-        self.embedder = caching(get_embedder())
+        self.embedder = caching(get_embedder()) if self.embedding_cache else get_embedder()
         caching_on = self.use_cache and config.current().cache.enabled
         if caching_on:
             with self._timed("cache"):

@@ -149,6 +149,40 @@ class QueryLog(models.Model):
         return f"{self.collection}: {self.question[:60]}"
 
 
+class EvalRun(models.Model):
+    """One run of ``manage.py evaluate``: a golden set's figures, and each question's outcome."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    golden_set = models.CharField(max_length=200, help_text="The golden set's name (a shipped set or a file's stem).")
+    collection = models.CharField(max_length=64)
+    k = models.PositiveSmallIntegerField(help_text="Sources asked per question.")
+    label = models.CharField(max_length=200, blank=True, help_text="What changed, in the operator's words.")
+    summary = models.JSONField(help_text="hit@1, hit@5, MRR, nDCG@10, declining, latency.")
+    results = models.JSONField(help_text="Per question: rank of the first expected source, declined, time.")
+    settings = models.JSONField(default=dict, help_text="Embedding model, answer writer, prompt version.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "evaluation run"
+        indexes = [models.Index(fields=["golden_set", "collection", "created_at"], name="evalrun_set_created")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.golden_set} on {self.collection}"
+
+    def figure(self, name: str) -> float | None:
+        return self.summary.get(name)
+
+    def previous(self) -> EvalRun | None:
+        """The run of the same set and collection just before this one."""
+        return (
+            EvalRun.objects.filter(
+                golden_set=self.golden_set, collection=self.collection, created_at__lt=self.created_at
+            )
+            .order_by("-created_at")
+            .first()
+        )
+
+
 class ApiKey(models.Model):
     """A bearer key for the API. Only its SHA-256 is stored: the key itself is shown once.
 

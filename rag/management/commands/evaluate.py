@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from rag import evaluation, golden
+from rag.management.progress import Progress
+from rag.models import Collection, EvalRun
+
+
+class Command(BaseCommand):
+    help = (
+        "Ask a golden set's questions through the answer service (no answer cache) and report hit@1, hit@5, "
+        "MRR, nDCG@10, how well unanswerable questions are declined, and latency: per question, overall, and "
+        "as one JSON line at the end. Each run is stored; --compare shows what changed against an earlier one."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--set",
+            dest="golden_set",
+            help=f"A golden set: a JSONL file, or a shipped set's name ({', '.join(golden.shipped_sets())}).",
+        )
+        parser.add_argument("--collection", default="default", help="Collection to ask (default: default).")
+        parser.add_argument(
+            "--k",
+            type=int,
+            default=10,
+            help="Sources asked per question (default 10, so nDCG@10 sees ten; hit@1 and hit@5 read the first).",
+        )
+        parser.add_argument("--label", default="", help="A note stored with the run: what changed.")
+        parser.add_argument(
+            "--compare",
+            metavar="RUN",
+            help="An earlier run's id, or 'previous' (the last run of the same set and collection).",
+        )
+        parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
+
+    def handle(
+        self,
+        *args,
+        golden_set: str | None,
+        collection: str,
+        k: int,
+        label: str,
+        compare: str | None,
+        **options: Any,
+    ) -> str:
+        if not golden_set:
+            raise CommandError("Give --set: a JSONL file or a shipped set's name.")
+        if not 1 <= k <= 50:
+            raise CommandError("--k must be between 1 and 50.")
+        try:
+            set_name, questions = golden.load(golden_set)
+        except golden.GoldenSetError as exc:
+            raise CommandError(str(exc)) from None
+        if not Collection.objects.filter(name=collection).exists():
+            raise CommandError(f"No collection named {collection!r}.")
+        baseline = self._baseline(compare, set_name, collection)
+
+        with Progress(self, options, total=len(questions), unit="question", desc="evaluate") as progress:
+            result = evaluation.evaluate(
+                questions=questions,
+                set_name=set_name,
+                collection_name=collection,
+                k=k,
+                label=label,
+                progress=lambda _: progress.advance(),
+            )
+        verbosity = options.get("verbosity", 1)
+        if verbosity >= 1:
+            self._per_question(result.results)
+        self._overall(result)
+        if baseline is not None:
+            self._compare(baseline, result.results)
+        assert result.run is not None
+        line = {"run": result.run.pk, "set": set_name, "collection": collection, "k": k, **result.summary}
+        return json.dumps(line)
+
+    def _baseline(self, compare: str | None, set_name: str, collection: str) -> EvalRun | None:
+        if compare is None:
+            return None
+        runs = EvalRun.objects.filter(golden_set=set_name, collection=collection)
+        if compare == "previous":
+            run = runs.order_by("-created_at").first()
+            if run is None:
+                raise CommandError(f"No earlier run of {set_name!r} on {collection!r} to compare with.")
+            return run
+        if not compare.isdigit():
+            raise CommandError("--compare takes a run id or 'previous'.")
+        run = EvalRun.objects.filter(pk=int(compare)).first()
+        if run is None:
+            raise CommandError(f"No evaluation run #{compare}.")
+        return run
+
+    def _per_question(self, results: list[dict[str, Any]]) -> None:
+        write = self.stdout.write
+        write(f"{'rank':>4}  {'declined':<8}  {'ms':>6}  {'kind':<13} question")
+        for r in results:
+            rank = "-" if not r["answerable"] else (str(r["rank"]) if r["rank"] else "miss")
+            flag = "yes" if r["declined"] else "no"
+            if r["declined"] == r["answerable"]:
+                flag += " !"  # declined an answerable one, or answered an unanswerable one
+            write(f"{rank:>4}  {flag:<8}  {r['ms']:>6.1f}  {r['kind'][:13]:<13} {r['question']}")
+        write("")
+
+    def _overall(self, result: evaluation.Evaluation) -> None:
+        s = result.summary
+        write = self.stdout.write
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value * 100:.1f} %"
+
+        def ms(figures: dict[str, float | None]) -> str:
+            p50, p95 = figures["p50"], figures["p95"]
+            return "-" if p50 is None else f"{p50:.1f} / {p95:.1f} ms"
+
+        write(
+            f"Golden set {result.set_name!r} on {result.collection!r}, k={result.k}: {s['questions']} questions, "
+            f"{s['answerable']} answerable, {s['unanswerable']} unanswerable"
+        )
+        rows = [
+            ("hit@1", pct(s["hit@1"])),
+            ("hit@5", pct(s["hit@5"])),
+            ("MRR", "-" if s["mrr"] is None else f"{s['mrr']:.3f}"),
+            (f"nDCG@{evaluation.NDCG_K}", "-" if s["ndcg@10"] is None else f"{s['ndcg@10']:.3f}"),
+            ("declining precision", pct(s["decline_precision"])),
+            ("declining recall", pct(s["decline_recall"])),
+            ("answer contains", pct(s["answer_contains"])),
+            ("latency p50 / p95", ms(s["latency_ms"])),
+            *((f"  {stage}", ms(figures)) for stage, figures in s["stages_ms"].items()),
+        ]
+        for name, value in rows:
+            write(f"  {name:<22}{value:>20}")
+        kinds = evaluation.by_kind(result.results)
+        if len(kinds) > 1:
+            write(f"  {'kind':<14}{'n':>4}{'hit@1':>9}{'hit@5':>9}{'MRR':>7}{'declined':>10}")
+            for kind, k in kinds.items():
+                mrr = "-" if k["mrr"] is None else f"{k['mrr']:.3f}"
+                hits = f"{pct(k['hit@1']):>9}{pct(k['hit@5']):>9}"
+                write(f"  {kind:<14}{k['questions']:>4}{hits}{mrr:>7}{k['declined']:>10}")
+
+    def _compare(self, baseline: EvalRun, results: list[dict[str, Any]]) -> None:
+        better, worse = evaluation.compare(baseline.results, results)
+        note = f" ({baseline.label})" if baseline.label else ""
+        self.stdout.write(f"Compared with run #{baseline.pk}{note}: {len(better)} better, {len(worse)} worse")
+        for title, pairs in (("worse", worse), ("better", better)):
+            for old, new in pairs:
+                self.stdout.write(
+                    f"  {title}: {new['question']}: {evaluation.describe(old)} -> {evaluation.describe(new)}"
+                )

@@ -1,0 +1,137 @@
+"""``manage.py evaluate``: the figures of a small hand-made set whose answers are known."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from rag.evaluation import first_relevant_rank, summarise
+from rag.ingestion import SourceItem, ingest_items
+from rag.models import EvalRun
+
+pytestmark = pytest.mark.django_db
+
+COLLECTION = "eval-test"
+TEXTS = {
+    "boilers": "Boilers\n\nThe boiler room is in the basement. Boilers are serviced every October by the caretaker.",
+    "parking": "Parking\n\nStaff parking is behind building B. Visitors park at the front gate near reception.",
+    "lunch": "The canteen\n\nThe canteen serves lunch from noon until two in the afternoon, soup on Fridays.",
+}
+
+
+@pytest.fixture
+def corpus(resilience_config):
+    items = [SourceItem(f"facility:{key}", text.encode(), "text/plain", key) for key, text in TEXTS.items()]
+    assert not ingest_items(items, collection_name=COLLECTION).failures
+
+
+def write_set(tmp_path, rows: list[dict], name: str = "facilities") -> str:
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def evaluate(*args: str) -> tuple[str, dict]:
+    out = StringIO()
+    call_command("evaluate", *args, "--collection", COLLECTION, "--no-progress", stdout=out, stderr=StringIO())
+    text = out.getvalue()
+    return text, json.loads(text.strip().splitlines()[-1])
+
+
+KNOWN = [
+    {"question": "When are the boilers serviced?", "expected": ["facility:boilers"], "answer_contains": ["October"]},
+    {"question": "Where do visitors park their cars?", "expected": ["Parking"]},  # by title
+    {"question": "When does the canteen serve lunch?", "expected": ["facility:library"]},  # no such document
+]
+
+
+def test_it_reports_the_known_figures_per_question_and_overall(corpus, tmp_path):
+    text, figures = evaluate("--set", write_set(tmp_path, KNOWN), "--k", "3")
+
+    assert figures["questions"] == 3 and figures["answerable"] == 3
+    assert figures["hit@1"] == pytest.approx(2 / 3, abs=1e-3)
+    assert figures["hit@5"] == pytest.approx(2 / 3, abs=1e-3)
+    assert figures["mrr"] == pytest.approx(2 / 3, abs=1e-3)
+    assert figures["ndcg@10"] == pytest.approx(2 / 3, abs=1e-3)
+    assert figures["answer_contains"] == 1.0
+    assert figures["latency_ms"]["p95"] >= figures["latency_ms"]["p50"] > 0
+    assert {"embed", "retrieve"} <= set(figures["stages_ms"])
+    lines = text.splitlines()
+    assert any(line.split()[0] == "miss" and "canteen" in line for line in lines)
+    assert any(line.split()[0] == "1" and "boilers" in line for line in lines)
+    assert "hit@1" in text and "66.7 %" in text
+
+    run = EvalRun.objects.get(pk=figures["run"])
+    assert run.golden_set == "facilities" and run.collection == COLLECTION and run.k == 3
+    assert [r["rank"] for r in run.results] == [1, 1, None]
+
+
+def test_compare_names_the_questions_that_got_worse_and_better(corpus, tmp_path):
+    evaluate("--set", write_set(tmp_path, KNOWN), "--label", "first")
+    changed = [
+        {**KNOWN[0], "expected": ["facility:nowhere"]},  # was found first, now cannot be
+        KNOWN[1],
+        {**KNOWN[2], "expected": ["facility:lunch"]},  # was missing, now first
+    ]
+    text, _ = evaluate("--set", write_set(tmp_path, changed), "--compare", "previous")
+
+    assert "1 better, 1 worse" in text
+    assert "worse: When are the boilers serviced?: rank 1 -> not found" in text
+    assert "better: When does the canteen serve lunch?: not found -> rank 1" in text
+
+
+def test_ranks_count_sources_in_the_order_given_and_titles_match_too():
+    sources = [{"source": "a", "title": "A"}, {"source": "b", "title": "The B"}, {"source": "c", "title": "C"}]
+    assert first_relevant_rank(sources, ["c", "b"]) == 2
+    assert first_relevant_rank(sources, ["the b"]) == 2
+    assert first_relevant_rank(sources, ["z"]) is None
+
+
+def test_declining_precision_and_recall_count_each_way_of_being_wrong():
+    def result(answerable: bool, declined: bool) -> dict:
+        return {
+            "answerable": answerable,
+            "declined": declined,
+            "rank": 1 if answerable else None,
+            "kind": "",
+            "ms": 1.0,
+            "timings": {},
+        }
+
+    figures = summarise(
+        [result(False, True), result(False, True), result(False, False), result(True, True), result(True, False)]
+    )
+    assert figures["decline_precision"] == pytest.approx(2 / 3, abs=1e-3)  # one answerable question declined
+    assert figures["decline_recall"] == pytest.approx(2 / 3, abs=1e-3)  # one unanswerable one answered
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "Where?", "expected": ["x"]}\nnot json\n', "line 2: not JSON"),
+        ('{"question": "", "expected": ["x"]}\n', "line 1: 'question' must be a non-empty string"),
+        ('{"question": "Where?"}\n', "line 1: an answerable question needs 'expected'"),
+        ('{"question": "Where?", "expected": [], "answerable": "no"}\n', "'answerable' must be true or false"),
+        ("\n# nothing\n", "holds no questions"),
+    ],
+)
+def test_a_bad_golden_set_is_refused_with_its_line(corpus, tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CommandError, match=message):
+        evaluate("--set", str(path))
+    assert not EvalRun.objects.exists()
+
+
+def test_unknown_sets_collections_and_runs_are_refused(corpus, tmp_path):
+    with pytest.raises(CommandError, match=r"No golden set 'nope'.*demo-heldout"):
+        evaluate("--set", "nope")
+    with pytest.raises(CommandError, match="No collection named 'missing'"):
+        call_command("evaluate", "--set", write_set(tmp_path, KNOWN), "--collection", "missing", stdout=StringIO())
+    with pytest.raises(CommandError, match="No evaluation run #999999"):
+        evaluate("--set", write_set(tmp_path, KNOWN), "--compare", "999999")
+    with pytest.raises(CommandError, match="--k must be between 1 and 50"):
+        evaluate("--set", write_set(tmp_path, KNOWN), "--k", "0")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,13 @@ from django.db.backends.utils import CursorWrapper
 
 from rag import sql
 from rag.models import Chunk, Collection
+from rag.ranking import Candidate, diversify
 
 logger = logging.getLogger(__name__)
 
 RRF_K = 60
+# Chunks taken from each ranking before fusion, whatever k: a larger k only reads further down.
+CANDIDATES = 20
 # pgvector 0.6 has no iterative index scans: the HNSW scan yields ef_search candidates, and the
 # collection filter is applied after. A generous ef_search keeps a small collection inside a big
 # table from coming back short; an exact scan backs it up when it still does.
@@ -37,6 +40,7 @@ class RetrievedChunk:
     source: str
     text: str
     score: float
+    chunk_ids: list[int] = field(default_factory=list)  # the neighbouring chunks merged into this source
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -47,6 +51,7 @@ class RetrievedChunk:
             "source": self.source,
             "score": self.score,
             "text": self.text,
+            "chunk_ids": self.chunk_ids or [self.chunk_id],
         }
 
     @classmethod
@@ -58,6 +63,19 @@ class RetrievedChunk:
             source=source["source"],
             text=source["text"],
             score=source["score"],
+            chunk_ids=source.get("chunk_ids") or [source["id"]],
+        )
+
+    @classmethod
+    def from_candidate(cls, candidate: Candidate) -> RetrievedChunk:
+        return cls(
+            chunk_id=candidate.chunk_id,
+            document_id=candidate.document_id,
+            title=candidate.title,
+            source=candidate.source,
+            text=candidate.text,
+            score=round(candidate.score, 6),
+            chunk_ids=candidate.merged or [candidate.chunk_id],
         )
 
 
@@ -154,6 +172,47 @@ def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
+def candidates(
+    collection: Collection,
+    question: str,
+    *,
+    model_name: str | None = None,
+    query_vector: np.ndarray | None = None,
+    limit: int = CANDIDATES,
+) -> list[Candidate]:
+    """The first stage: the best of each ranking, fused, with their chunks' text and documents."""
+    vector_hits = vector_search(collection, model_name, query_vector, limit) if query_vector is not None else []
+    text_hits = text_search(collection, question, limit)
+    fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
+    if not fused:
+        return []
+    similarity = dict(vector_hits)
+    rows = (
+        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused])
+        .select_related("document")
+        .defer("embedding", "search_vector", "document__sha256")
+    )
+    by_id = {chunk.pk: chunk for chunk in rows}
+    found = []
+    for chunk_id, score in fused:
+        chunk = by_id.get(chunk_id)
+        if chunk is None:  # deleted between the two queries
+            continue
+        found.append(
+            Candidate(
+                chunk_id=chunk.pk,
+                document_id=chunk.document_id,
+                ordinal=chunk.ordinal,
+                title=chunk.document.title,
+                source=chunk.document.source,
+                text=chunk.text,
+                score=score,
+                similarity=similarity.get(chunk_id),
+            )
+        )
+    return found
+
+
 def hybrid_search(
     collection: Collection,
     question: str,
@@ -161,35 +220,15 @@ def hybrid_search(
     *,
     model_name: str | None = None,
     query_vector: np.ndarray | None = None,
+    max_per_document: int | None = None,
 ) -> list[RetrievedChunk]:
-    """The ``k`` best chunks; full-text only when no query vector is given (degraded mode)."""
-    pool = max(4 * k, 20)
-    vector_hits = vector_search(collection, model_name, query_vector, pool) if query_vector is not None else []
-    text_hits = text_search(collection, question, pool)
-    vector_ids = [chunk_id for chunk_id, _ in vector_hits]
-    text_ids = [chunk_id for chunk_id, _ in text_hits]
-    fused = fuse([vector_ids, text_ids], k)
-    if not fused:
-        return []
-    chunks = (
-        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused])
-        .select_related("document")
-        .defer("embedding", "search_vector")
+    """The ``k`` best sources; full-text only when no query vector is given (degraded mode).
+
+    The candidates do not depend on ``k``, so the first five of ten sources are the five sources.
+    """
+    found = candidates(
+        collection, question, model_name=model_name, query_vector=query_vector, limit=max(CANDIDATES, 2 * k)
     )
-    by_id = {chunk.pk: chunk for chunk in chunks}
-    results = []
-    for chunk_id, score in fused:
-        chunk = by_id.get(chunk_id)
-        if chunk is None:  # deleted between the two queries
-            continue
-        results.append(
-            RetrievedChunk(
-                chunk_id=chunk.pk,
-                document_id=chunk.document_id,
-                title=chunk.document.title,
-                source=chunk.document.source,
-                text=chunk.text,
-                score=round(score, 6),
-            )
-        )
-    return results
+    if max_per_document is None:
+        max_per_document = settings.RAGSITE_MAX_PER_DOCUMENT
+    return [RetrievedChunk.from_candidate(c) for c in diversify(found, k, max_per_document=max_per_document)]

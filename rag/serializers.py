@@ -42,6 +42,9 @@ class SourceSerializer(serializers.Serializer):
     source = serializers.CharField()
     score = serializers.FloatField()
     text = serializers.CharField()
+    chunk_ids = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The chunks of this source: neighbouring chunks are merged."
+    )
 
 
 class QueryOutSerializer(serializers.Serializer):

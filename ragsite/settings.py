@@ -213,6 +213,8 @@ if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:
 # Folders whose files the admin may re-ingest. A document sent through the API is never read from
 # disk, whatever its source says; a file ingested from the command line remembers its folder.
 RAGSITE_DOCUMENT_ROOTS = [str(Path(p).expanduser().resolve()) for p in env_list("RAGSITE_DOCUMENT_ROOTS", [])]
+# Places of the k sources one document may take (its neighbouring chunks merge into one source).
+RAGSITE_MAX_PER_DOCUMENT = env_int("RAGSITE_MAX_PER_DOCUMENT", 1, minimum=1)
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
 # Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.

@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     django.setup()
     from django.conf import settings
 
-    from rag.chunking import chunk_text
+    from rag.chunking import chunk_sections
     from rag.embeddings import LocalEmbedder
     from rag.ingestion import demo_items, embedding_input, ingest_items
     from rag.models import Collection
@@ -34,8 +34,13 @@ def main(argv: list[str]) -> int:
     texts = []
     for item in items:
         parsed = parse_bytes(item.data, item.media_type, fallback_title=item.fallback_title)
-        chunks = chunk_text(parsed.text, size=settings.RAGSITE_CHUNK_SIZE, overlap=settings.RAGSITE_CHUNK_OVERLAP)
-        texts.extend(embedding_input(parsed.title, chunk) for chunk in chunks)
+        chunks = chunk_sections(
+            parsed.sections,
+            title=parsed.title,
+            size=settings.RAGSITE_CHUNK_SIZE,
+            overlap=settings.RAGSITE_CHUNK_OVERLAP,
+        )
+        texts.extend(embedding_input(heading, chunk) for heading, chunk in chunks)
 
     embedder = LocalEmbedder()
     t = time.perf_counter()

@@ -12,6 +12,9 @@ window (about 1000 characters of English) while holding a full paragraph of cont
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from rag.sections import Section, heading_path
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -74,3 +77,15 @@ def chunk_text(text: str, *, size: int = 800, overlap: int = 150) -> list[str]:
     if current:
         chunks.append(current)
     return chunks
+
+
+def chunk_sections(
+    sections: Sequence[Section], *, title: str, size: int = 800, overlap: int = 150
+) -> list[tuple[str, str]]:
+    """(heading path, chunk) pairs: each section chunked on its own, so a chunk never mixes two
+    sections and its heading path is exact."""
+    pieces: list[tuple[str, str]] = []
+    for section in sections:
+        heading = heading_path(title, section.path)
+        pieces.extend((heading, chunk) for chunk in chunk_text(section.text, size=size, overlap=overlap))
+    return pieces

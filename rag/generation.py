@@ -69,7 +69,9 @@ def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_se
 
 
 def build_messages(question: str, chunks: Sequence[RetrievedChunk]) -> list[dict[str, str]]:
-    context = "\n\n".join(f"[{number}] {chunk.title}\n{chunk.text}" for number, chunk in enumerate(chunks, start=1))
+    context = "\n\n".join(
+        f"[{number}] {chunk.heading or chunk.title}\n{chunk.text}" for number, chunk in enumerate(chunks, start=1)
+    )
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Context passages:\n\n{context}\n\nQuestion: {question}"},

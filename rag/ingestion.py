@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, transaction
 
 from rag import metrics
-from rag.chunking import chunk_text
+from rag.chunking import chunk_sections
 from rag.collections import get_collection
 from rag.embedding_cache import caching
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index
@@ -31,6 +31,10 @@ from resilience import config
 from resilience.errors import OllamaError, OllamaUnavailable
 
 logger = logging.getLogger(__name__)
+
+# Changed whenever readers, chunking or what is embedded change: documents written by another
+# pipeline are ingested again even though their files did not change.
+PIPELINE_VERSION = "2"
 
 
 class IngestAborted(Exception):
@@ -103,7 +107,7 @@ class _Pending:
     item: SourceItem
     sha256: str
     title: str
-    chunks: list[str]
+    chunks: list[tuple[str, str]]  # (heading path, text)
     existing_id: int | None
 
 
@@ -185,24 +189,29 @@ def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
     sha256 = hashlib.sha256(item.data).hexdigest()
     existing = (
         Document.objects.filter(collection=collection, file_root=item.root, source=item.source)
-        .values("id", "sha256")
+        .values("id", "sha256", "pipeline")
         .first()
     )
-    if existing and existing["sha256"] == sha256:
+    if existing and existing["sha256"] == sha256 and existing["pipeline"] == PIPELINE_VERSION:
         return FileResult(source=item.source, status=FileStatus.UNCHANGED, document_id=existing["id"])
     try:
         parsed = parse_bytes(item.data, item.media_type, fallback_title=item.fallback_title)
     except ReadError as exc:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason=str(exc))
-    chunks = chunk_text(parsed.text, size=settings.RAGSITE_CHUNK_SIZE, overlap=settings.RAGSITE_CHUNK_OVERLAP)
+    chunks = chunk_sections(
+        parsed.sections,
+        title=parsed.title,
+        size=settings.RAGSITE_CHUNK_SIZE,
+        overlap=settings.RAGSITE_CHUNK_OVERLAP,
+    )
     if not chunks:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
     return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None)
 
 
-def embedding_input(title: str, chunk: str) -> str:
-    """What is embedded for a chunk: its document's title gives a passage its topic."""
-    return f"{title}\n\n{chunk}"
+def embedding_input(heading: str, chunk: str) -> str:
+    """What is embedded for a chunk: its heading path (title > section) gives a passage its topic."""
+    return f"{heading}\n\n{chunk}"
 
 
 def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: Collection) -> FileResult:
@@ -216,6 +225,7 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
             document.sha256 = pending.sha256
             document.media_type = item.media_type
             document.size_bytes = len(item.data)
+            document.pipeline = PIPELINE_VERSION
             document.save()
             status = FileStatus.UPDATED
         else:
@@ -227,6 +237,7 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
                 sha256=pending.sha256,
                 media_type=item.media_type,
                 size_bytes=len(item.data),
+                pipeline=PIPELINE_VERSION,
             )
             status = FileStatus.NEW
         Chunk.objects.bulk_create(
@@ -234,14 +245,16 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
                 collection=collection,
                 document=document,
                 ordinal=ordinal,
+                heading=heading,
                 text=text,
                 embedding=vector,
                 embedding_model=model_name,
             )
-            for ordinal, (text, vector) in enumerate(zip(pending.chunks, vectors, strict=True))
+            for ordinal, ((heading, text), vector) in enumerate(zip(pending.chunks, vectors, strict=True))
         )
+        # The heading path (the title, then the sections) weighs like the title did.
         Chunk.objects.filter(document=document).update(
-            search_vector=SearchVector(models.Value(pending.title), weight="A", config="english")
+            search_vector=SearchVector("heading", weight="A", config="english")
             + SearchVector("text", weight="B", config="english")
         )
         collection.bump_version()
@@ -290,7 +303,7 @@ def ingest_items(
     def flush() -> None:
         if not pending:
             return
-        texts = [embedding_input(p.title, chunk) for p in pending for chunk in p.chunks]
+        texts = [embedding_input(heading, chunk) for p in pending for heading, chunk in p.chunks]
         parts: list[np.ndarray] = []
         try:
             # A batch at a time, so that a long document reports its progress as it goes.

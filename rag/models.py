@@ -76,6 +76,9 @@ class Document(models.Model):
     sha256 = models.CharField(max_length=64)
     media_type = models.CharField(max_length=100)
     size_bytes = models.PositiveBigIntegerField(default=0)
+    # The ingestion pipeline (readers, chunking, what is embedded) that wrote the chunks: an
+    # unchanged file is ingested again when the pipeline has changed since.
+    pipeline = models.CharField(max_length=32, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -94,6 +97,7 @@ class Chunk(models.Model):
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     ordinal = models.PositiveIntegerField()
+    heading = models.TextField(blank=True, default="", help_text="Title > section > subsection above the chunk.")
     text = models.TextField()
     embedding = VectorField()
     embedding_model = models.CharField(max_length=200)

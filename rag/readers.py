@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+
+from rag.sections import Outline, Section, split_sections
 
 MEDIA_TYPES = {
     ".txt": "text/plain",
@@ -56,6 +58,7 @@ class ParsedText:
     title: str
     text: str
     media_type: str
+    sections: list[Section] = field(default_factory=list)  # the text cut at its headings
 
 
 def media_type_for(path: Path | str) -> str:
@@ -72,8 +75,9 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
     limits = limits or ReadLimits.from_settings()
     if not data.strip():
         raise ReadError("file is empty")
+    sections: list[Section] | None = None
     if media_type == "application/pdf":
-        title, text = _pdf(data, limits)
+        title, text, sections = _pdf(data, limits)
     else:
         try:
             decoded = data.decode("utf-8-sig")
@@ -82,7 +86,7 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
         if "\x00" in decoded:
             raise ReadError("contains NUL bytes: not a text file")
         if media_type == "text/html":
-            title, text = _html(decoded)
+            title, text, sections = _html(decoded)
         elif media_type == "text/markdown":
             title, text = _markdown_title(decoded), decoded
         else:
@@ -91,7 +95,11 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
     text = normalise_text(text)
     if not text:
         raise ReadError("no text found")
-    return ParsedText(title=(title or fallback_title)[:500], text=text, media_type=media_type)
+    if sections is None:
+        sections = [Section((), text)] if media_type == "application/pdf" else split_sections(text)
+    else:
+        sections = [Section(s.path, normalise_text(s.text)) for s in sections if normalise_text(s.text)]
+    return ParsedText(title=(title or fallback_title)[:500], text=text, media_type=media_type, sections=sections)
 
 
 def normalise_text(text: str) -> str:
@@ -115,7 +123,7 @@ def _markdown_title(text: str) -> str:
     return match.group(1).strip() if match else _first_line(text).lstrip("#").strip()
 
 
-def _html(markup: str) -> tuple[str, str]:
+def _html(markup: str) -> tuple[str, str, list[Section]]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(markup, "html.parser")
@@ -130,14 +138,30 @@ def _html(markup: str) -> tuple[str, str]:
     if not title and heading:
         title = heading.get_text(" ", strip=True)
     blocks = []
+    outline = Outline()
+    sections: list[Section] = []
+    path: tuple[str, ...] = ()
+    current: list[str] = []
     for element in soup.find_all(["p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "td", "blockquote"]):
         if element.find(["p", "li", "pre", "td", "blockquote"]):
             continue  # an outer block: its inner blocks are taken on their own
         text = element.get_text(" ", strip=True)
-        if text:
-            blocks.append(text)
-    body = "\n\n".join(blocks) if blocks else soup.get_text("\n", strip=True)
-    return title, body
+        if not text:
+            continue
+        blocks.append(text)
+        if element.name in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            if current:
+                sections.append(Section(path, "\n\n".join(current)))
+            current = []
+            path = outline.enter(text, int(element.name[1]))
+        else:
+            current.append(text)
+    if current:
+        sections.append(Section(path, "\n\n".join(current)))
+    if not blocks:
+        body = soup.get_text("\n", strip=True)
+        return title, body, [Section((), body)]
+    return title, "\n\n".join(blocks), sections
 
 
 class _PdfBudget:
@@ -165,7 +189,7 @@ class _PdfBudget:
         self.limits.check_chars(self.chars)
 
 
-def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str]:
+def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str, list[Section] | None]:
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PyPdfError
 
@@ -194,4 +218,44 @@ def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str]:
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ReadError(f"corrupt PDF: {exc}") from None
     text = "\n\n".join(pages)
-    return str(title).strip() or _first_line(text), text
+    return str(title).strip() or _first_line(text), text, _pdf_sections(reader, pages)
+
+
+def _outline(reader, items, level: int = 1) -> list[tuple[int, int, str]]:
+    """(page index, level, title) of the PDF's bookmarks, in reading order."""
+    entries: list[tuple[int, int, str]] = []
+    for item in items:
+        if isinstance(item, list):
+            entries.extend(_outline(reader, item, level + 1))
+            continue
+        page = reader.get_destination_page_number(item)
+        title = str(getattr(item, "title", "") or "").strip()
+        if page is not None and page >= 0 and title:
+            entries.append((page, level, title))
+    return entries
+
+
+def _pdf_sections(reader, pages: list[str]) -> list[Section] | None:
+    """Pages cut where the outline's headings begin (at the heading's text when the page holds
+    it, else at the page's start); None when the PDF has no outline."""
+    try:
+        entries = sorted(_outline(reader, reader.outline), key=lambda e: e[0])
+    except Exception:  # a broken outline is no reason to refuse the text
+        return None
+    if not entries:
+        return None
+    outline = Outline()
+    sections: list[Section] = []
+    path: tuple[str, ...] = ()
+    for index, page in enumerate(pages):
+        position = 0
+        for _, level, title in (e for e in entries if e[0] == index):
+            found = page.find(title, position)
+            start = found if found >= 0 else position
+            if page[position:start].strip():
+                sections.append(Section(path, page[position:start]))
+            path = outline.enter(title, level)
+            position = start + len(title) if found >= 0 else start
+        if page[position:].strip():
+            sections.append(Section(path, page[position:]))
+    return sections

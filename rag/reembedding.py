@@ -82,12 +82,12 @@ def reembed_collections(
                 chunks_to_reembed(collections=collections, model_name=embedder.name)
                 .filter(id__gt=last_id)
                 .select_related("document")
-                .only("id", "text", "collection_id", "document__title")
+                .only("id", "text", "heading", "collection_id", "document__title")
                 .order_by("id")[:batch_size]
             )
             if not batch:
                 break
-            vectors = embedder.embed([embedding_input(c.document.title, c.text) for c in batch])
+            vectors = embedder.embed([embedding_input(c.heading or c.document.title, c.text) for c in batch])
             if not dimensions:
                 dimensions = int(vectors.shape[1])
                 build_after = not has_vector_index(embedder.name, dimensions)

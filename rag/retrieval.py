@@ -41,6 +41,7 @@ class RetrievedChunk:
     text: str
     score: float
     chunk_ids: list[int] = field(default_factory=list)  # the neighbouring chunks merged into this source
+    heading: str = ""  # title > section > subsection
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -52,6 +53,7 @@ class RetrievedChunk:
             "score": self.score,
             "text": self.text,
             "chunk_ids": self.chunk_ids or [self.chunk_id],
+            "heading": self.heading or self.title,
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class RetrievedChunk:
             text=source["text"],
             score=source["score"],
             chunk_ids=source.get("chunk_ids") or [source["id"]],
+            heading=source.get("heading") or source["title"],
         )
 
     @classmethod
@@ -76,6 +79,7 @@ class RetrievedChunk:
             text=candidate.text,
             score=round(candidate.score, 6),
             chunk_ids=candidate.merged or [candidate.chunk_id],
+            heading=candidate.heading or candidate.title,
         )
 
 
@@ -208,6 +212,7 @@ def candidates(
                 text=chunk.text,
                 score=score,
                 similarity=similarity.get(chunk_id),
+                heading=chunk.heading,
             )
         )
     return found

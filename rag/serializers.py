@@ -45,6 +45,7 @@ class SourceSerializer(serializers.Serializer):
     chunk_ids = serializers.ListField(
         child=serializers.IntegerField(), help_text="The chunks of this source: neighbouring chunks are merged."
     )
+    heading = serializers.CharField(help_text="Where in its document the source is: title > section > subsection.")
 
 
 class QueryOutSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
 from itertools import pairwise
 
-from rag.chunking import chunk_text, split_sentences
+from rag.chunking import chunk_sections, chunk_text, split_sentences
+from rag.sections import split_sections
 
 
 def test_short_text_is_one_chunk():
@@ -40,3 +41,22 @@ def test_nothing_is_lost_without_overlap():
 
 def test_blank_text_gives_no_chunks():
     assert chunk_text("   \n\n  ") == []
+
+
+def test_each_chunk_carries_its_heading_path_from_rest_and_markdown_headings():
+    rest = (
+        "Compound statements\n*******************\n\nIntro text.\n\n"
+        'The "for" statement\n===================\n\nLoops over items.\n\n'
+        "Details\n-------\n\nMore about loops.\n\n"
+        'The "while" statement\n=====================\n\nLoops while true.\n'
+    )
+    chunks = chunk_sections(split_sections(rest), title="Compound statements")
+    assert chunks == [
+        ("Compound statements", "Intro text."),
+        ('Compound statements \u203a The "for" statement', "Loops over items."),
+        ('Compound statements \u203a The "for" statement \u203a Details', "More about loops."),
+        ('Compound statements \u203a The "while" statement', "Loops while true."),
+    ]
+    markdown = "# Guide\n\nHello.\n\n## Install\n\nRun it.\n\n```\n# not a heading\n```\n\n### Linux\n\nUse apt.\n"
+    paths = [heading for heading, _ in chunk_sections(split_sections(markdown), title="Guide")]
+    assert paths == ["Guide", "Guide \u203a Install", "Guide \u203a Install \u203a Linux"]

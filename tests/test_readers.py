@@ -106,3 +106,14 @@ def test_an_uploaded_pdf_past_a_limit_fails_with_the_reason_and_stores_nothing(k
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"file": ["PDF takes too long to read: more than 1 s"]}
     assert not Document.objects.filter(collection__name="reports").exists()
+
+
+def test_html_headings_make_the_sections_paths():
+    html = b"""<html><head><title>Handbook</title></head><body><h1>Handbook</h1><p>Welcome.</p>
+    <h2>Leave</h2><p>Ask your manager.</p><h3>Sick leave</h3><p>Call in before nine.</p></body></html>"""
+    parsed = parse_bytes(html, "text/html", fallback_title="f")
+    assert [(s.path, s.text) for s in parsed.sections] == [
+        (("Handbook",), "Welcome."),
+        (("Handbook", "Leave"), "Ask your manager."),
+        (("Handbook", "Leave", "Sick leave"), "Call in before nine."),
+    ]

@@ -1,0 +1,106 @@
+"""A document's structure: its text cut at headings, each part with its heading path.
+
+Headings come from Markdown (``# Title`` to ``###### Title``, outside code fences), from
+reStructuredText's underlined (and overlined) titles, the style the demo corpus uses (``****``,
+``====``, ``----``), from HTML's h1-h6 and from a PDF's outline (see rag.readers). Each chunk
+carries the path (title > section > subsection) in what is embedded and in the full-text weights,
+so a passage deep in a long document still says what it is about.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SEPARATOR = " \u203a "
+
+_ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_RULE = re.compile(r"^([=\-*~^\"'`#+_.:])\1{2,}\s*$")
+
+
+@dataclass(frozen=True)
+class Section:
+    path: tuple[str, ...]  # the headings above this text, outermost first
+    text: str
+
+
+class Outline:
+    """Heading levels as they appear: reST ranks underline styles in order of first use."""
+
+    def __init__(self) -> None:
+        self.styles: list[tuple[str, bool]] = []
+        self.path: list[str] = []
+
+    def enter(self, title: str, level: int) -> tuple[str, ...]:
+        del self.path[level - 1 :]
+        self.path.extend([""] * (level - 1 - len(self.path)))
+        self.path.append(" ".join(title.split()))
+        return tuple(p for p in self.path if p)
+
+    def rst_level(self, char: str, overlined: bool) -> int:
+        style = (char, overlined)
+        if style not in self.styles:
+            self.styles.append(style)
+        return self.styles.index(style) + 1
+
+
+def _underlines(title: str, rule: str) -> bool:
+    title = title.strip()
+    return bool(title) and not title.startswith(("   ", "\t")) and len(rule.strip()) >= max(3, len(title) - 2)
+
+
+def split_sections(text: str) -> list[Section]:
+    """The text cut at its Markdown and reStructuredText headings (heading lines removed)."""
+    lines = text.split("\n")
+    outline = Outline()
+    sections: list[Section] = []
+    path: tuple[str, ...] = ()
+    body: list[str] = []
+    fenced = False
+
+    def close() -> None:
+        content = "\n".join(body).strip()
+        if content:
+            sections.append(Section(path, content))
+        body.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if _FENCE.match(line):
+            fenced = not fenced
+        if not fenced:
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            after = lines[i + 2] if i + 2 < len(lines) else ""
+            over = _RULE.match(line)
+            if over and _RULE.match(after) and after.strip() == line.strip() and _underlines(nxt, line):
+                close()
+                path = outline.enter(nxt.strip(), outline.rst_level(line.strip()[0], True))
+                i += 3
+                continue
+            under = _RULE.match(nxt)
+            if under and line.strip() and not _RULE.match(line) and _underlines(line, nxt):
+                close()
+                path = outline.enter(line.strip(), outline.rst_level(nxt.strip()[0], False))
+                i += 2
+                continue
+            atx = _ATX.match(line)
+            if atx:
+                close()
+                path = outline.enter(atx.group(2), len(atx.group(1)))
+                i += 1
+                continue
+        body.append(line)
+        i += 1
+    close()
+    return sections
+
+
+def heading_path(title: str, path: tuple[str, ...]) -> str:
+    """The document's title and the section's headings, without repeating the title."""
+    parts = [title.strip()] if title.strip() else []
+    for heading in path:
+        if not parts or heading.casefold() != parts[-1].casefold():
+            parts.append(heading)
+    return SEPARATOR.join(parts)

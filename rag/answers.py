@@ -179,7 +179,12 @@ class _Run:
     def _retrieve(self) -> Answer:
         with self._timed("retrieve"):
             sources = hybrid_search(
-                self.collection, self.question, self.k, model_name=self.embedder.name, query_vector=self.vector
+                self.collection,
+                self.question,
+                self.k,
+                model_name=self.embedder.name,
+                query_vector=self.vector,
+                timings=self.timings,
             )
         return Answer(
             question=self.question,

@@ -23,6 +23,23 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
+_RULE_LINE = re.compile(r"^\s*[-=*~^#_`]{3,}\s*$")
+
+
+def prose_sentences(text: str) -> list[str]:
+    """Sentences of a passage's prose: headings' underlines, grammar rules and code are dropped."""
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
+        if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
+            continue  # an indented block: code or grammar
+        for sentence in split_sentences(" ".join(" ".join(lines).split())):
+            letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
+            if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
+                sentences.append(sentence)
+    return sentences
+
+
 def _split_long(text: str, size: int) -> list[str]:
     """Break a piece longer than ``size`` at sentence, then word boundaries."""
     pieces: list[str] = []
@@ -89,3 +106,8 @@ def chunk_sections(
         heading = heading_path(title, section.path)
         pieces.extend((heading, chunk) for chunk in chunk_text(section.text, size=size, overlap=overlap))
     return pieces
+
+
+def answer_sentences(text: str) -> list[str]:
+    """The sentences of a chunk that can stand in an answer: prose of a readable length."""
+    return [s for s in prose_sentences(text) if 20 <= len(s) <= 600]

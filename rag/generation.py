@@ -7,11 +7,10 @@ with the question, favouring better-ranked passages, and cites each with its sou
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from rag.chunking import split_sentences
+from rag.chunking import prose_sentences
 from rag.retrieval import RetrievedChunk
 from rag.text import content_words, stem
 from resilience import config
@@ -23,22 +22,6 @@ SYSTEM_PROMPT = (
     "with their numbers in square brackets, like [1] or [2][3]. If the passages do not contain "
     "the answer, say that you do not know. Be concise."
 )
-
-_RULE_LINE = re.compile(r"^\s*[-=*~^#_`]{3,}\s*$")
-
-
-def prose_sentences(text: str) -> list[str]:
-    """Sentences of a passage's prose: headings' underlines, grammar rules and code are dropped."""
-    sentences: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
-        if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
-            continue  # an indented block: code or grammar
-        for sentence in split_sentences(" ".join(" ".join(lines).split())):
-            letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
-            if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
-                sentences.append(sentence)
-    return sentences
 
 
 def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int = 3) -> str:

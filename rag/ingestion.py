@@ -21,11 +21,11 @@ from django.contrib.postgres.search import SearchVector
 from django.db import IntegrityError, transaction
 
 from rag import metrics
-from rag.chunking import chunk_sections
+from rag.chunking import answer_sentences, chunk_sections
 from rag.collections import get_collection
 from rag.embedding_cache import caching
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index
-from rag.models import Chunk, Collection, Document
+from rag.models import Chunk, Collection, Document, Sentence
 from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
 from resilience import config
 from resilience.errors import OllamaError, OllamaUnavailable
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # Changed whenever readers, chunking or what is embedded change: documents written by another
 # pipeline are ingested again even though their files did not change.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 
 
 class IngestAborted(Exception):
@@ -109,6 +109,7 @@ class _Pending:
     title: str
     chunks: list[tuple[str, str]]  # (heading path, text)
     existing_id: int | None
+    sentences: list[list[str]] = field(default_factory=list)  # per chunk, embedded one by one too
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tuple[Path, str]]:
@@ -206,7 +207,8 @@ def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
     )
     if not chunks:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
-    return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None)
+    sentences = [answer_sentences(text) for _, text in chunks]
+    return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None, sentences)
 
 
 def embedding_input(heading: str, chunk: str) -> str:
@@ -214,7 +216,9 @@ def embedding_input(heading: str, chunk: str) -> str:
     return f"{heading}\n\n{chunk}"
 
 
-def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: Collection) -> FileResult:
+def _write(
+    pending: _Pending, vectors: np.ndarray, sentence_vectors: np.ndarray, model_name: str, collection: Collection
+) -> FileResult:
     """Write one document and its chunks in one transaction: all of it or none of it."""
     item = pending.item
     with transaction.atomic():
@@ -240,7 +244,7 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
                 pipeline=PIPELINE_VERSION,
             )
             status = FileStatus.NEW
-        Chunk.objects.bulk_create(
+        chunks = Chunk.objects.bulk_create(
             Chunk(
                 collection=collection,
                 document=document,
@@ -251,6 +255,14 @@ def _write(pending: _Pending, vectors: np.ndarray, model_name: str, collection: 
                 embedding_model=model_name,
             )
             for ordinal, ((heading, text), vector) in enumerate(zip(pending.chunks, vectors, strict=True))
+        )
+        vectors_left = iter(sentence_vectors)
+        Sentence.objects.bulk_create(
+            Sentence(
+                chunk=chunk, position=position, text=text, embedding=next(vectors_left), embedding_model=model_name
+            )
+            for chunk, texts in zip(chunks, pending.sentences, strict=True)
+            for position, text in enumerate(texts)
         )
         # The heading path (the title, then the sections) weighs like the title did.
         Chunk.objects.filter(document=document).update(
@@ -304,16 +316,18 @@ def ingest_items(
         if not pending:
             return
         texts = [embedding_input(heading, chunk) for p in pending for heading, chunk in p.chunks]
+        sentences = [sentence for p in pending for chunk in p.sentences for sentence in chunk]
+        everything = texts + sentences
         parts: list[np.ndarray] = []
         try:
             # A batch at a time, so that a long document reports its progress as it goes.
-            for start in range(0, len(texts), batch_size):
-                batch = texts[start : start + batch_size]
+            for start in range(0, len(everything), batch_size):
+                batch = everything[start : start + batch_size]
                 part = cached_embedder.embed(batch)
                 if len(part) != len(batch):
                     raise IngestAborted(f"embedder returned {len(part)} vectors for {len(batch)} texts")
                 parts.append(part)
-                counts["embedded"] += len(part)
+                counts["embedded"] += max(0, min(len(texts), start + len(batch)) - start)  # chunks, not sentences
                 if chunk_progress:
                     chunk_progress(counts["embedded"], counts["found"])
         except OllamaError as exc:
@@ -331,12 +345,15 @@ def ingest_items(
             index["build_after"] = not has_vector_index(embedder.name, index["dimensions"])
         if not index["build_after"]:
             ensure_vector_index(embedder.name, index["dimensions"])
-        offset = 0
+        offset, sentence_offset = 0, len(texts)
         for p in pending:
             part = vectors[offset : offset + len(p.chunks)]
             offset += len(p.chunks)
+            count = sum(len(chunk) for chunk in p.sentences)
+            sentence_part = vectors[sentence_offset : sentence_offset + count]
+            sentence_offset += count
             try:
-                record(_write(p, part, embedder.name, collection))
+                record(_write(p, part, sentence_part, embedder.name, collection))
             except IntegrityError as exc:
                 record(FileResult(p.item.source, FileStatus.FAILED, reason=f"database refused it: {exc}"))
         pending.clear()

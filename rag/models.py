@@ -127,6 +127,24 @@ class Chunk(models.Model):
         return f"{self.document_id}#{self.ordinal}"
 
 
+class Sentence(models.Model):
+    """A sentence of a chunk's prose with its own vector: the reranker and the extractive answer
+    compare the question with sentences, which a chunk's one vector blurs together."""
+
+    chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="sentences")
+    position = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    embedding = VectorField()
+    embedding_model = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["chunk_id", "position"]
+        indexes = [models.Index(fields=["chunk", "embedding_model"], name="sentence_chunk_model")]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+
 class QueryLog(models.Model):
     """One row per answered question: what was asked, how the cache served it, how long it took.
 

@@ -17,7 +17,7 @@ from django.db.models import Count, QuerySet
 
 from rag.embeddings import Embedder, ensure_vector_index, has_vector_index
 from rag.ingestion import embedding_input
-from rag.models import Chunk, Collection
+from rag.models import Chunk, Collection, Sentence
 
 
 @dataclass
@@ -96,8 +96,14 @@ def reembed_collections(
             for chunk, vector in zip(batch, vectors, strict=True):
                 chunk.embedding = vector
                 chunk.embedding_model = embedder.name
+            sentences = list(Sentence.objects.filter(chunk__in=batch).only("id", "text"))
+            if sentences:
+                for sentence, vector in zip(sentences, embedder.embed([s.text for s in sentences]), strict=True):
+                    sentence.embedding = vector
+                    sentence.embedding_model = embedder.name
             with transaction.atomic():
                 Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
+                Sentence.objects.bulk_update(sentences, ["embedding", "embedding_model"])
             touched.update(c.collection_id for c in batch)
             report.converted += len(batch)
             last_id = batch[-1].id

@@ -7,6 +7,7 @@ needs no score calibration between the two lists, and a chunk found by both rise
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from django.db.backends.utils import CursorWrapper
 
 from rag import sql
 from rag.models import Chunk, Collection
-from rag.ranking import Candidate, diversify
+from rag.ranking import Candidate, diversify, rerank
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ class RetrievedChunk:
     score: float
     chunk_ids: list[int] = field(default_factory=list)  # the neighbouring chunks merged into this source
     heading: str = ""  # title > section > subsection
+    # The sentences' similarity to the question, when reranked (not shown, not cached): the
+    # extractive answer picks from them.
+    sentences: list[tuple[int, str, float]] = field(default_factory=list, repr=False)
+    relevance: float | None = None  # how well the best of its sentences matches the question
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -80,6 +85,8 @@ class RetrievedChunk:
             score=round(candidate.score, 6),
             chunk_ids=candidate.merged or [candidate.chunk_id],
             heading=candidate.heading or candidate.title,
+            sentences=candidate.sentences,
+            relevance=candidate.best_sentence,
         )
 
 
@@ -226,14 +233,24 @@ def hybrid_search(
     model_name: str | None = None,
     query_vector: np.ndarray | None = None,
     max_per_document: int | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[RetrievedChunk]:
     """The ``k`` best sources; full-text only when no query vector is given (degraded mode).
 
     The candidates do not depend on ``k``, so the first five of ten sources are the five sources.
+    ``timings`` receives the milliseconds of each stage: ``search`` (both rankings, fused) and
+    ``rerank``.
     """
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
     found = candidates(
         collection, question, model_name=model_name, query_vector=query_vector, limit=max(CANDIDATES, 2 * k)
     )
+    reranked = time.perf_counter()
+    timings["search"] = round((reranked - started) * 1000, 2)
+    if query_vector is not None and model_name is not None and settings.RAGSITE_RERANK:
+        found = rerank(found, model_name=model_name, query_vector=query_vector)
+        timings["rerank"] = round((time.perf_counter() - reranked) * 1000, 2)
     if max_per_document is None:
         max_per_document = settings.RAGSITE_MAX_PER_DOCUMENT
     return [RetrievedChunk.from_candidate(c) for c in diversify(found, k, max_per_document=max_per_document)]

@@ -215,6 +215,8 @@ if RAGSITE_CHUNK_OVERLAP >= RAGSITE_CHUNK_SIZE:
 RAGSITE_DOCUMENT_ROOTS = [str(Path(p).expanduser().resolve()) for p in env_list("RAGSITE_DOCUMENT_ROOTS", [])]
 # Places of the k sources one document may take (its neighbouring chunks merge into one source).
 RAGSITE_MAX_PER_DOCUMENT = env_int("RAGSITE_MAX_PER_DOCUMENT", 1, minimum=1)
+# Rerank the first candidates by their sentences' similarity to the question (no model call).
+RAGSITE_RERANK = env_bool("RAGSITE_RERANK", True)
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
 # Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.

@@ -32,11 +32,12 @@ import numpy as np
 from rag import answer_cache, query_log
 from rag.cache_counters import count
 from rag.collections import get_collection
+from rag.declining import covers
 from rag.embedding_cache import caching
 from rag.embeddings import get_embedder
-from rag.generation import extractive_answer, ollama_answer, ollama_stream
+from rag.generation import extractive_answer, invalid_citations, ollama_answer, ollama_stream
 from rag.models import CacheOutcome
-from rag.results import NO_MATCH, Answer, error_event, pieces, token_event
+from rag.results import NO_MATCH, NOT_COVERED, Answer, error_event, pieces, token_event
 from rag.retrieval import RetrievedChunk, hybrid_search
 from resilience import config
 from resilience.errors import OllamaError
@@ -202,6 +203,13 @@ class _Run:
         assert answer is not None
         if not answer.sources:
             answer.answer = NO_MATCH
+            answer.answerable = False
+            yield from self._deliver()
+            return
+        if not covers(answer.sources, collection=self.collection, question=self.question):
+            answer.answer = NOT_COVERED
+            answer.answerable = False
+            self._store()
             yield from self._deliver()
             return
         if config.current().provider.generation_backend != "ollama":
@@ -218,6 +226,7 @@ class _Run:
                 yield from self._fall_back(exc)
                 return
             answer.generator = "ollama"
+            answer.invalid_citations = invalid_citations(answer.answer, len(answer.sources))
             self._store()
             yield from self._deliver()
             return
@@ -251,6 +260,7 @@ class _Run:
             yield error_event("generation_failed", reason)
             return
         answer.answer = "".join(received).strip()
+        answer.invalid_citations = invalid_citations(answer.answer, len(answer.sources))
         self.timings["generate"] = _ms(time.perf_counter() - started)
         self._store()
         self._finish()
@@ -321,6 +331,8 @@ class _Run:
             stale=hit.stale,
             matched_question=hit.question if hit.kind == CacheOutcome.SEMANTIC else None,
             similarity=hit.similarity,
+            answerable=hit.answer not in (NOT_COVERED, NO_MATCH),
+            invalid_citations=invalid_citations(hit.answer, len(hit.sources)) if hit.generator == "ollama" else [],
         )
 
     def _timed(self, step: str) -> _Timer:

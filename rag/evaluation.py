@@ -103,7 +103,7 @@ def by_kind(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def declined(answer: Answer) -> bool:
-    return not answer.sources
+    return not answer.answerable
 
 
 def score_answer(item: golden.GoldenQuestion, answer: Answer) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Answer writers: extractive (the default, no model) and Ollama chat.
+"""Answer writers: extractive (the default, no model) and Ollama chat; whether to answer at all.
 
-The extractive answer picks the sentences of the retrieved passages that share the most words
-with the question, favouring better-ranked passages, and cites each with its source number.
+The extractive answer picks, from the best passages, the sentences whose meaning is closest to
+the question (their vectors were compared with the question's by the reranker: no model call
+here), keeps them in document order and cites each with its source number. Without sentence
+vectors (degraded, full-text only) it falls back to the sentences sharing the most words.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,18 +19,43 @@ from rag.text import content_words, stem
 from resilience import config
 from resilience.client import get_client
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered context passages. Cite the passages you use "
-    "with their numbers in square brackets, like [1] or [2][3]. If the passages do not contain "
-    "the answer, say that you do not know. Be concise."
+    "You answer questions using only the numbered context passages, never your own knowledge. "
+    "Cite the passages you use with their numbers in square brackets, like [1] or [2][3], and only "
+    "numbers that appear before a passage. If the passages do not hold the answer, say plainly that "
+    "the documents do not answer the question, and nothing else. Be concise."
 )
+# Sentences within this much of the best one's similarity may join it in an extractive answer.
+SENTENCE_MARGIN = 0.1
+ANSWER_SOURCES = 3
+
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def invalid_citations(answer: str, passages: int) -> list[int]:
+    """The [n] an answer cites that number no passage."""
+    return sorted({int(n) for n in _CITATION.findall(answer) if not 1 <= int(n) <= passages})
 
 
 def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int = 3) -> str:
-    """The sentences that best answer the question, each followed by its source number."""
+    """The sentences that best answer the question, in document order, each followed by its source number."""
     if not chunks:
         return ""
+    by_meaning = [
+        (similarity, number, position, text)
+        for number, chunk in enumerate(chunks[:ANSWER_SOURCES], start=1)
+        for position, text, similarity in chunk.sentences
+    ]
+    if by_meaning:
+        top = max(similarity for similarity, *_ in by_meaning)
+        best = sorted((c for c in by_meaning if c[0] >= top - SENTENCE_MARGIN), key=lambda c: (-c[0], c[1], c[2]))
+        best = sorted(best[:max_sentences], key=lambda c: (c[1], c[2]))
+        return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)
+    return _by_words(question, chunks, max_sentences=max_sentences)
+
+
+def _by_words(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int) -> str:
     terms = {stem(w) for w in content_words(question)}
     candidates: list[tuple[float, int, int, str]] = []
     for number, chunk in enumerate(chunks, start=1):

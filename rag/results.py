@@ -11,6 +11,12 @@ from rag.models import CacheOutcome
 from rag.retrieval import RetrievedChunk
 
 NO_MATCH = "No passage in this collection matches the question."
+# Said instead of an answer when even the best passage is below the relevance floor: the closest
+# passages are still listed, as such, never cited.
+NOT_COVERED = (
+    "The documents do not cover this question: no passage answers it. The closest passages are listed, "
+    "but they are not an answer."
+)
 
 
 @dataclass
@@ -27,6 +33,8 @@ class Answer:
     stale: bool = False  # a cached answer past its TTL, served because generation is down
     matched_question: str | None = None  # the cached question a semantic hit answered
     similarity: float | None = None
+    answerable: bool = True  # false: the documents do not cover the question (sources are the closest)
+    invalid_citations: list[int] = field(default_factory=list)  # [n] of a generated answer with no passage n
 
     def degrade(self, reason: str) -> None:
         self.degraded = True
@@ -42,6 +50,7 @@ class Answer:
             "degraded": self.degraded,
             "degraded_reason": self.degraded_reason,
             "stale": self.stale,
+            "answerable": self.answerable,
         }
 
     def done_event(self) -> dict[str, Any]:
@@ -53,6 +62,8 @@ class Answer:
             "degraded": self.degraded,
             "degraded_reason": self.degraded_reason,
             "timings_ms": self.timings_ms,
+            "answerable": self.answerable,
+            "invalid_citations": self.invalid_citations,
         }
 
 

@@ -71,6 +71,14 @@ class QueryOutSerializer(serializers.Serializer):
     degraded_reason = serializers.CharField(allow_null=True)
     generator = serializers.CharField()
     timings_ms = serializers.DictField(child=serializers.FloatField())
+    answerable = serializers.BooleanField(
+        help_text="false: the documents do not cover the question; the sources are the closest passages, not an "
+        "answer, and the answer text says so."
+    )
+    invalid_citations = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Passage numbers a generated answer cites that do not exist (a sign it strayed from the sources).",
+    )
 
 
 class DocumentSerializer(serializers.ModelSerializer):

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ragsite import pgtuning
-from resilience.env import EnvError, env_bool, env_choice, env_int, env_list, env_str
+from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("RAGSITE_VAR_DIR", str(BASE_DIR / "var")))
@@ -217,6 +217,11 @@ RAGSITE_DOCUMENT_ROOTS = [str(Path(p).expanduser().resolve()) for p in env_list(
 RAGSITE_MAX_PER_DOCUMENT = env_int("RAGSITE_MAX_PER_DOCUMENT", 1, minimum=1)
 # Rerank the first candidates by their sentences' similarity to the question (no model call).
 RAGSITE_RERANK = env_bool("RAGSITE_RERANK", True)
+# Below this similarity between the question and the best sentence of the best passage, the answer
+# says the documents do not cover the question; below the second, so does a question whose words
+# are mostly unknown to the collection (rag.declining). Calibrated on the golden set's tuning half.
+RAGSITE_RELEVANCE_FLOOR = env_float("RAGSITE_RELEVANCE_FLOOR", 0.44)
+RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS = env_float("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", 0.47)
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
 # Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.

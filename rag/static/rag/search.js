@@ -47,17 +47,17 @@
     if (event.degraded_reason) view.answer.appendChild(el("p", "reason", event.degraded_reason));
   }
 
-  function showSources(view, sources) {
+  function showSources(view, sources, answerable) {
     if (!sources.length) return;
     var block = el("div");
     block.id = "sources-block";
-    block.appendChild(el("h2", "", "Sources"));
+    block.appendChild(el("h2", "", answerable === false ? "Closest passages (they do not answer the question)" : "Sources"));
     var list = el("ol", "sources");
     list.id = "sources";
     sources.forEach(function (s, i) {
       var item = el("li");
       item.id = "source-" + (i + 1);
-      item.appendChild(el("strong", "", "[" + (i + 1) + "] " + s.title));
+      item.appendChild(el("strong", "", (answerable === false ? "" : "[" + (i + 1) + "] ") + s.title));
       item.appendChild(el("div", "meta", s.source + " · score " + Number(s.score).toFixed(4)));
       item.appendChild(el("p", "snippet", s.text.length > 600 ? s.text.slice(0, 599) + "…" : s.text));
       list.appendChild(item);
@@ -66,16 +66,27 @@
     view.answer.insertAdjacentElement("afterend", block);
   }
 
+  function notCovered(view) {
+    view.answer.classList.add("not-covered");
+    view.answer.setAttribute("data-answerable", "false");
+    if (!view.answer.querySelector(".not-covered-title")) {
+      view.answer.insertBefore(el("h2", "not-covered-title", "Not in the documents"), view.answer.firstChild);
+    }
+    var heading = document.querySelector("#sources-block h2");
+    if (heading) heading.textContent = "Closest passages (they do not answer the question)";
+  }
+
   function handle(view, event) {
     if (event.type === "meta") {
       showFlags(view, event);
-      showSources(view, event.sources);
+      showSources(view, event.sources, event.answerable);
       view.answer.setAttribute("data-state", "streaming");
     } else if (event.type === "token") {
       view.text.textContent += event.text;
     } else if (event.type === "done") {
       view.text.textContent = event.answer;
       showFlags(view, event);
+      if (event.answerable === false) notCovered(view);
       view.answer.setAttribute("data-state", "done");
     } else if (event.type === "error") {
       view.answer.appendChild(el("p", "reason", event.error.message));

@@ -1,0 +1,80 @@
+"""Questions the documents do not cover are declined; covered ones get an extractive answer built
+from the sentences closest in meaning, cited, in document order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag.ingestion import SourceItem, ingest_items
+from rag.results import NOT_COVERED
+
+pytestmark = pytest.mark.django_db
+
+COLLECTION = "declining-test"
+TEXTS = {
+    "boilers": "Boilers\n\nThe boiler room is in the basement, behind the red door. Boilers are serviced every "
+    "October by the caretaker. The caretaker also bleeds the radiators in November.",
+    "parking": "Parking\n\nStaff parking is behind building B. Visitors park at the front gate near reception.",
+}
+
+
+@pytest.fixture
+def corpus(resilience_config):
+    items = [SourceItem(f"facility:{key}", text.encode(), "text/plain", key) for key, text in TEXTS.items()]
+    assert not ingest_items(items, collection_name=COLLECTION).failures
+
+
+def ask(client, question: str, **extra) -> dict:
+    body = {"question": question, "collection": COLLECTION, "use_cache": False, **extra}
+    response = client.post("/api/query", json.dumps(body), content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_a_question_the_documents_cannot_answer_is_declined_with_the_closest_sources(client, corpus):
+    body = ask(client, "Who won the 2018 FIFA World Cup?")
+    assert body["answerable"] is False
+    assert body["answer"] == NOT_COVERED and "[1]" not in body["answer"]
+    assert body["sources"], "the closest passages are still listed"
+
+
+def test_a_covered_question_is_answered_from_the_closest_sentences_cited(client, corpus):
+    body = ask(client, "When are the boilers serviced?")
+    assert body["answerable"] is True
+    assert "Boilers are serviced every October by the caretaker. [1]" in body["answer"]
+    assert body["sources"][0]["source"] == "facility:boilers"
+    assert body["answer"].count("[") <= 3
+    # Document order: a sentence that comes later in the passage is never cited before an earlier one.
+    sentences = [s for s in body["answer"].split(" [1]") if s.strip()]
+    positions = [TEXTS["boilers"].find(s.strip()) for s in sentences]
+    assert positions == sorted(positions) and -1 not in positions
+
+
+def test_the_search_page_says_plainly_that_the_documents_do_not_cover_it(client, corpus):
+    html = client.get("/", {"q": "How long should I boil an egg for a runny yolk?", "collection": COLLECTION})
+    page = html.content.decode()
+    assert "Not in the documents" in page
+    assert "Closest passages (they do not answer the question)" in page
+    assert "[1]" not in page and 'data-answerable="false"' in page
+
+
+def test_streamed_answers_say_whether_they_are_answerable(client, corpus):
+    body = {"question": "Who won the 2018 FIFA World Cup?", "collection": COLLECTION, "stream": True}
+    response = client.post("/api/query", json.dumps(body), content_type="application/json")
+    events = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    assert events[0]["type"] == "meta" and events[0]["answerable"] is False
+    assert events[-1]["type"] == "done" and events[-1]["answerable"] is False
+
+
+def test_a_generated_answer_citing_a_passage_that_does_not_exist_is_flagged(
+    client, corpus, fake_ollama, resilience_config
+):
+    resilience_config(provider={"ollama_base_url": fake_ollama.url, "generation_backend": "ollama"})
+    fake_ollama.chat_reply = "Every October [1], says the caretaker's log [7]."
+    body = ask(client, "When are the boilers serviced?")
+    assert body["generator"] == "ollama"
+    assert body["invalid_citations"] == [7]
+    fake_ollama.chat_reply = "Every October [1]."
+    assert ask(client, "When are the boilers serviced?")["invalid_citations"] == []

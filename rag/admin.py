@@ -367,3 +367,6 @@ class CachedAnswerAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra = {"cache_stats": cache_counters.stats(), "can_flush": self.has_delete_permission(request)}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+
+from rag import admin_quality  # noqa: E402,F401  (evaluation runs and feedback)

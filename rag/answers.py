@@ -310,12 +310,14 @@ class _Run:
         assert answer is not None
         answer.timings_ms["total"] = _ms(time.perf_counter() - self.started)
         if self.log_query:
-            query_log.record(
+            answer.query_id = query_log.record(
                 question=answer.question,
                 collection=answer.collection,
                 cache=answer.cache,
                 total_ms=answer.timings_ms["total"],
                 degraded=answer.degraded,
+                matched_question=answer.matched_question,
+                answerable=answer.answerable,
             )
         return answer
 

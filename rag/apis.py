@@ -24,14 +24,17 @@ from rag.access import DocumentAccess, has_key_or_session
 from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
+from rag.feedback import UnknownQuery, give_feedback
 from rag.ingestion import FileStatus, delete_document, ingest_document
-from rag.models import Document, Job
+from rag.models import ApiKey, Document, Job
 from rag.parsers import SafeJSONParser
 from rag.readers import ReadError, media_type_for
 from rag.serializers import (
     DocumentDetailSerializer,
     DocumentInSerializer,
     DocumentSerializer,
+    FeedbackInSerializer,
+    FeedbackOutSerializer,
     IngestResultSerializer,
     JobCreatedSerializer,
     JobSerializer,
@@ -82,6 +85,31 @@ class QueryApi(APIView):
         except CollectionNotFound:
             raise NotFound(f"No collection named {data['collection']!r}.") from None
         return Response(QueryOutSerializer(answer).data)
+
+
+class FeedbackApi(APIView):
+    """A thumbs up or down on an answer (its query_id). A signed-in user's or key holder's down
+    removes the answer from the cache; an anonymous one is only recorded."""
+
+    @extend_schema(
+        request=FeedbackInSerializer,
+        responses={201: FeedbackOutSerializer, **error_responses(400, 401, 404, 413, 415, 429, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = FeedbackInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            feedback = give_feedback(
+                query_id=data["query_id"],
+                rating=data["rating"],
+                comment=data["comment"],
+                user=request.user,
+                api_key=request.auth if isinstance(request.auth, ApiKey) else None,
+            )
+        except UnknownQuery:
+            raise NotFound(f"No answer with query_id {data['query_id']}.") from None
+        return Response(FeedbackOutSerializer(feedback).data, status=status.HTTP_201_CREATED)
 
 
 def ndjson_response(events: Iterator[dict]) -> StreamingHttpResponse:

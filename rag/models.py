@@ -158,6 +158,9 @@ class QueryLog(models.Model):
     cache = models.CharField(max_length=16, choices=CacheOutcome.choices)
     latency_ms = models.FloatField()
     degraded = models.BooleanField(default=False)
+    # On a semantic hit, the cached question whose answer was served (a thumbs down evicts it too).
+    matched_question = models.TextField(blank=True, default="")
+    answerable = models.BooleanField(default=True, help_text="False: the answer said the documents do not cover it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -203,6 +206,46 @@ class EvalRun(models.Model):
             .order_by("-created_at")
             .first()
         )
+
+
+class Feedback(models.Model):
+    """A thumbs up or down on one answer, from the person who asked."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "\U0001f44d up"
+        DOWN = "down", "\U0001f44e down"
+
+    query = models.ForeignKey(QueryLog, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    comment = models.TextField(blank=True, max_length=2000)
+    # Who: a signed-in user, a key holder, or anonymous (both empty).
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    evicted = models.PositiveIntegerField(default=0, help_text="Cached answers this feedback removed.")
+    expected_source = models.CharField(
+        max_length=1024,
+        blank=True,
+        help_text="The document (source or title) that answers the question: set by an operator, then exported "
+        "as a golden-set line by manage.py evaluate --export-feedback.",
+    )
+    not_answerable = models.BooleanField(
+        default=False, help_text="The documents cannot answer it: exported as an unanswerable question."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "feedback"
+        indexes = [models.Index(fields=["rating", "created_at"], name="feedback_rating_created")]
+
+    def __str__(self) -> str:
+        return f"{self.rating} on #{self.query_id}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.expected_source.strip() and self.not_answerable:
+            raise ValidationError("Either name the expected source or mark it not answerable, not both.")
 
 
 class ApiKey(models.Model):

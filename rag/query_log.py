@@ -21,13 +21,33 @@ def asked_before(collection: Collection, question: str) -> bool:
     )
 
 
-def record(*, question: str, collection: str, cache: CacheOutcome, total_ms: float, degraded: bool) -> None:
-    """Log and count one answered question; never raises (a failed log must not fail the answer)."""
-    safely("query log", _log, question, collection, cache, total_ms, degraded, default=None)
+def record(
+    *,
+    question: str,
+    collection: str,
+    cache: CacheOutcome,
+    total_ms: float,
+    degraded: bool,
+    matched_question: str | None = None,
+    answerable: bool = True,
+) -> int | None:
+    """Log and count one answered question; its log row's id (what feedback names), None when the
+    log could not be written. Never raises: a failed log must not fail the answer."""
+    row = (question, collection, cache, total_ms, degraded, matched_question, answerable)
+    query_id = safely("query log", _log, *row, default=None)
     metrics.record_query(cache=cache, degraded=degraded, seconds=total_ms / 1000)
+    return query_id
 
 
-def _log(question: str, collection: str, cache: CacheOutcome, total_ms: float, degraded: bool) -> None:
+def _log(
+    question: str,
+    collection: str,
+    cache: CacheOutcome,
+    total_ms: float,
+    degraded: bool,
+    matched_question: str | None,
+    answerable: bool,
+) -> int | None:
     # Counted and logged in one round trip, committed lazily (see rag.sql.lazily): this runs on
     # every cache hit.
     count_sql, count_params = increment_sql({lookup_counter(cache): 1})
@@ -39,13 +59,19 @@ def _log(question: str, collection: str, cache: CacheOutcome, total_ms: float, d
         str(cache),
         total_ms,
         degraded,
+        matched_question or "",
+        answerable,
     ]
     with connection.cursor() as cursor:
         cursor.execute(
             sql.lazily(
                 f"{count_sql}; INSERT INTO {QueryLog._meta.db_table} "
-                "(question, question_hash, collection, cache, latency_ms, degraded, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, now())"
+                "(question, question_hash, collection, cache, latency_ms, degraded, matched_question, answerable, "
+                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) RETURNING id"
             ),
             params,
         )
+        while cursor.description is None and cursor.nextset():
+            pass
+        row = cursor.fetchone() if cursor.description is not None else None
+    return int(row[0]) if row else None

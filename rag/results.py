@@ -34,6 +34,7 @@ class Answer:
     matched_question: str | None = None  # the cached question a semantic hit answered
     similarity: float | None = None
     answerable: bool = True  # false: the documents do not cover the question (sources are the closest)
+    query_id: int | None = None  # the query log's row: what feedback refers to
     invalid_citations: list[int] = field(default_factory=list)  # [n] of a generated answer with no passage n
 
     def degrade(self, reason: str) -> None:
@@ -51,6 +52,7 @@ class Answer:
             "degraded_reason": self.degraded_reason,
             "stale": self.stale,
             "answerable": self.answerable,
+            "query_id": self.query_id,
         }
 
     def done_event(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class Answer:
             "degraded_reason": self.degraded_reason,
             "timings_ms": self.timings_ms,
             "answerable": self.answerable,
+            "query_id": self.query_id,
             "invalid_citations": self.invalid_citations,
         }
 

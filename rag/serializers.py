@@ -75,10 +75,24 @@ class QueryOutSerializer(serializers.Serializer):
         help_text="false: the documents do not cover the question; the sources are the closest passages, not an "
         "answer, and the answer text says so."
     )
+    query_id = serializers.IntegerField(allow_null=True, help_text="Names this answer in POST /api/feedback.")
     invalid_citations = serializers.ListField(
         child=serializers.IntegerField(),
         help_text="Passage numbers a generated answer cites that do not exist (a sign it strayed from the sources).",
     )
+
+
+class FeedbackInSerializer(serializers.Serializer):
+    query_id = serializers.IntegerField(min_value=1)
+    rating = serializers.ChoiceField(choices=["up", "down"])
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class FeedbackOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    query_id = serializers.IntegerField()
+    rating = serializers.CharField()
+    evicted = serializers.IntegerField(help_text="Cached answers removed (only a signed-in user's or key's down).")
 
 
 class DocumentSerializer(serializers.ModelSerializer):

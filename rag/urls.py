@@ -6,6 +6,8 @@ from rag import apis, views
 urlpatterns = [
     path("", views.search, name="search"),
     path("api/query", apis.QueryApi.as_view(), name="api-query"),
+    path("api/feedback", apis.FeedbackApi.as_view(), name="api-feedback"),
+    path("feedback", views.feedback, name="feedback"),
     path("api/documents", apis.DocumentListApi.as_view(), name="api-documents"),
     path("api/documents/<int:pk>", apis.DocumentDetailApi.as_view(), name="api-document"),
     path("api/jobs/<int:pk>", apis.JobDetailApi.as_view(), name="api-job"),

@@ -11,12 +11,14 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_POST
 from rest_framework import exceptions
 
 from rag.access import ApiKeyAuthentication, enforce
 from rag.answers import answer_question
 from rag.apis import QueryApi
 from rag.collections import CollectionNotFound
+from rag.feedback import UnknownQuery, give_feedback
 from rag.models import Collection, collection_name_validator
 
 logger = logging.getLogger(__name__)
@@ -95,3 +97,38 @@ def search(request: HttpRequest) -> HttpResponse:
         "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
     )
     return response
+
+
+class FeedbackForm(forms.Form):
+    query_id = forms.IntegerField(min_value=1)
+    rating = forms.ChoiceField(choices=[("up", "up"), ("down", "down")])
+    comment = forms.CharField(required=False, max_length=2000)
+
+
+@require_POST
+def feedback(request: HttpRequest) -> HttpResponse:
+    """The search page's thumbs up and down (a plain form: no JavaScript needed), under the access
+    rules and throttles of questions; a signed-in user's thumbs down evicts the cached answer."""
+    context: dict = {"form": SearchForm(), "collections": []}
+    refused = _access_refused(request, asking=True)
+    if refused:
+        status, context["error"], headers = refused
+        response = render(request, "rag/search.html", context, status=status)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+    form = FeedbackForm(request.POST)
+    if not form.is_valid():
+        context["error"] = "That feedback could not be read: " + "; ".join(
+            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()
+        )
+        return render(request, "rag/search.html", context, status=400)
+    data = form.cleaned_data
+    try:
+        context["feedback"] = give_feedback(
+            query_id=data["query_id"], rating=data["rating"], comment=data["comment"], user=request.user
+        )
+    except UnknownQuery:
+        context["error"] = "That answer is no longer known; ask again."
+        return render(request, "rag/search.html", context, status=404)
+    return render(request, "rag/search.html", context, status=201)

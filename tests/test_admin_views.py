@@ -45,6 +45,8 @@ PAGES = [
     "/admin/rag/job/",
     "/admin/procrastinate/procrastinatejob/",
     "/admin/resilience/jobsettings/1/change/",
+    "/admin/rag/evalrun/",
+    "/admin/rag/feedback/",
 ]
 
 

@@ -135,3 +135,16 @@ def test_unknown_sets_collections_and_runs_are_refused(corpus, tmp_path):
         evaluate("--set", write_set(tmp_path, KNOWN), "--compare", "999999")
     with pytest.raises(CommandError, match="--k must be between 1 and 50"):
         evaluate("--set", write_set(tmp_path, KNOWN), "--k", "0")
+
+
+def test_the_admin_lists_runs_with_a_chart_and_the_questions_that_regressed(admin_client, corpus, tmp_path):
+    _, first = evaluate("--set", write_set(tmp_path, KNOWN), "--label", "before")
+    changed = [{**KNOWN[0], "expected": ["facility:nowhere"]}, *KNOWN[1:]]
+    _, second = evaluate("--set", write_set(tmp_path, changed), "--label", "after")
+
+    listing = admin_client.get("/admin/rag/evalrun/").content.decode()
+    assert 'class="eval-chart"' in listing and "<polyline" in listing
+    assert "before" in listing and "after" in listing and "66.7 %" in listing and "33.3 %" in listing
+    detail = admin_client.get(f"/admin/rag/evalrun/{second['run']}/change/").content.decode()
+    assert f"Against run #{first['run']}" in detail
+    assert "When are the boilers serviced?" in detail and "not found" in detail

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rag import evaluation, golden
+from rag import evaluation, feedback, golden
 from rag.management.progress import Progress
 from rag.models import Collection, EvalRun
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
             dest="golden_set",
             help=f"A golden set: a JSONL file, or a shipped set's name ({', '.join(golden.shipped_sets())}).",
         )
-        parser.add_argument("--collection", default="default", help="Collection to ask (default: default).")
+        parser.add_argument("--collection", default=None, help="Collection to ask (default: default).")
         parser.add_argument(
             "--k",
             type=int,
@@ -36,18 +37,29 @@ class Command(BaseCommand):
             metavar="RUN",
             help="An earlier run's id, or 'previous' (the last run of the same set and collection).",
         )
+        parser.add_argument(
+            "--export-feedback",
+            metavar="PATH",
+            type=Path,
+            help="Instead of evaluating: write the thumbs-down questions an operator has judged in the admin "
+            "(expected source, or not answerable) as golden-set lines to PATH (limited to --collection if given).",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
 
     def handle(
         self,
         *args,
         golden_set: str | None,
-        collection: str,
+        collection: str | None,
         k: int,
         label: str,
         compare: str | None,
+        export_feedback: Path | None,
         **options: Any,
     ) -> str:
+        if export_feedback is not None:
+            return self._export(export_feedback, collection)
+        collection = collection or "default"
         if not golden_set:
             raise CommandError("Give --set: a JSONL file or a shipped set's name.")
         if not 1 <= k <= 50:
@@ -78,6 +90,18 @@ class Command(BaseCommand):
         assert result.run is not None
         line = {"run": result.run.pk, "set": set_name, "collection": collection, "k": k, **result.summary}
         return json.dumps(line)
+
+    def _export(self, path: Path, collection: str | None) -> str:
+        try:
+            written, unjudged = feedback.export_feedback(path, collection=collection)
+        except OSError as exc:
+            raise CommandError(f"Cannot write {path}: {exc.strerror or exc}") from None
+        note = (
+            f"; {unjudged} thumbs-down question(s) left out until an operator judges them in the admin"
+            if unjudged
+            else ""
+        )
+        return f"Wrote {written} golden-set line(s) to {path}{note}."
 
     def _baseline(self, compare: str | None, set_name: str, collection: str) -> EvalRun | None:
         if compare is None:

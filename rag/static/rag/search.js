@@ -66,6 +66,31 @@
     view.answer.insertAdjacentElement("afterend", block);
   }
 
+  function feedbackForm(queryId) {
+    // The same plain form the server renders: it posts without JavaScript's help.
+    var feedback = el("form", "feedback");
+    feedback.id = "feedback";
+    feedback.method = "post";
+    feedback.action = "/feedback";
+    [["csrfmiddlewaretoken", form.dataset.csrf || ""], ["query_id", String(queryId)]].forEach(function (pair) {
+      var input = el("input");
+      input.type = "hidden";
+      input.name = pair[0];
+      input.value = pair[1];
+      feedback.appendChild(input);
+    });
+    feedback.appendChild(el("span", "", "Did this answer help? "));
+    [["up", "\uD83D\uDC4D", "Yes, helpful"], ["down", "\uD83D\uDC4E", "No, not helpful"]].forEach(function (b) {
+      var button = el("button", "", b[1]);
+      button.type = "submit";
+      button.name = "rating";
+      button.value = b[0];
+      button.setAttribute("aria-label", b[2]);
+      feedback.appendChild(button);
+    });
+    return feedback;
+  }
+
   function notCovered(view) {
     view.answer.classList.add("not-covered");
     view.answer.setAttribute("data-answerable", "false");
@@ -87,6 +112,7 @@
       view.text.textContent = event.answer;
       showFlags(view, event);
       if (event.answerable === false) notCovered(view);
+      if (event.query_id) view.answer.appendChild(feedbackForm(event.query_id));
       view.answer.setAttribute("data-state", "done");
     } else if (event.type === "error") {
       view.answer.appendChild(el("p", "reason", event.error.message));

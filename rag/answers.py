@@ -206,7 +206,9 @@ class _Run:
             answer.answerable = False
             yield from self._deliver()
             return
-        if not covers(answer.sources, collection=self.collection, question=self.question):
+        if not covers(
+            answer.sources, collection=self.collection, question=self.question, model_name=self.embedder.name
+        ):
             answer.answer = NOT_COVERED
             answer.answerable = False
             self._store()

@@ -1,11 +1,12 @@
 """Whether the documents cover a question at all: below the relevance floor, the answer says so.
 
 The signal is the similarity between the question and the best sentence of the best passages
-(the reranker computed it: no extra model call). A question whose best sentence is below
-``RAGSITE_RELEVANCE_FLOOR`` is declined. Just above it, a question whose words are mostly
-unknown to the collection (no chunk holds them: "pandas DataFrame", "smtplib") is declined too,
-up to ``RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS``. Both floors were calibrated on the golden set's
-tuning half (manage.py evaluate reports the precision and recall of declining).
+(the reranker computed it: no extra model call). A question whose best sentence is below the
+floor (0.44) is declined. Just above it (up to 0.47), a question whose words are mostly unknown to
+the collection (no chunk holds them: "pandas DataFrame", "smtplib") is declined too. Both floors
+were calibrated on the golden set's tuning half for the local model's vectors
+(``RAGSITE_RELEVANCE_FLOORS``; ``RAGSITE_RELEVANCE_FLOOR`` and ``_UNKNOWN_WORDS`` set them for any
+model); manage.py evaluate reports the precision and recall of declining.
 """
 
 from __future__ import annotations
@@ -44,14 +45,22 @@ def unknown_share(collection: Collection, question: str) -> float:
     return unknown / total if total else 0.0
 
 
-def covers(chunks: Sequence[RetrievedChunk], *, collection: Collection, question: str) -> bool:
+def floors(model_name: str) -> tuple[float, float] | None:
+    """(floor, floor with unknown words) for this embedding model's vectors, None when not set."""
+    table = settings.RAGSITE_RELEVANCE_FLOORS
+    return table.get("*") or table.get(model_name)
+
+
+def covers(chunks: Sequence[RetrievedChunk], *, collection: Collection, question: str, model_name: str) -> bool:
     """False when the documents do not cover the question (see the module docstring). Passages
-    that could not be judged (no question vector) are given the benefit of the doubt."""
+    that could not be judged (no question vector, no floors for the model) get the benefit of the doubt."""
     best = relevance(chunks)
-    if best is None:
+    limits = floors(model_name)
+    if best is None or limits is None:
         return True
-    if best < settings.RAGSITE_RELEVANCE_FLOOR:
+    floor, floor_unknown_words = limits
+    if best < floor:
         return False
-    if best < settings.RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS:
+    if best < floor_unknown_words:
         return unknown_share(collection, question) < UNKNOWN_SHARE
     return True

@@ -220,8 +220,16 @@ RAGSITE_RERANK = env_bool("RAGSITE_RERANK", True)
 # Below this similarity between the question and the best sentence of the best passage, the answer
 # says the documents do not cover the question; below the second, so does a question whose words
 # are mostly unknown to the collection (rag.declining). Calibrated on the golden set's tuning half.
-RAGSITE_RELEVANCE_FLOOR = env_float("RAGSITE_RELEVANCE_FLOOR", 0.44)
-RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS = env_float("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", 0.47)
+# The floors are those of the local model's vectors: another embedding model's similarities sit on
+# another scale, so it declines nothing until its floors are set here (check them with evaluate).
+RAGSITE_RELEVANCE_FLOORS = {"local/all-MiniLM-L6-v2": (0.44, 0.47)}
+if "RAGSITE_RELEVANCE_FLOOR" in os.environ:  # the operator's floors, for whatever model is in use
+    RAGSITE_RELEVANCE_FLOORS = {
+        "*": (
+            env_float("RAGSITE_RELEVANCE_FLOOR", 0.44),
+            env_float("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", env_float("RAGSITE_RELEVANCE_FLOOR", 0.44)),
+        )
+    }
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
 # Postgres cancels a full-text search slower than this (0: never); the answer then ranks by vectors.

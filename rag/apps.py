@@ -15,7 +15,7 @@ class RagConfig(AppConfig):
         # The provider settings' admin asks the domain which chunks a model change would strand.
         resilience_admin.use_stale_chunk_finder(reembedding.stale_chunk_summary)
         # Served from the global registry outside gunicorn (ragsite.metrics composes it under it).
-        for collector in (metrics.cache_collector, metrics.job_collector):
+        for collector in (metrics.cache_collector, metrics.job_collector, metrics.eval_collector):
             if collector not in REGISTRY._collector_to_names:
                 REGISTRY.register(collector)
         checks.register()

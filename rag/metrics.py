@@ -9,6 +9,7 @@ written to per-worker files they would be counted once per worker.
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -181,3 +182,78 @@ class JobCollector:
 
 
 job_collector = JobCollector()
+
+
+# THE LAST EVALUATION
+# Stored runs of manage.py evaluate, read at scrape time like the cache's figures: the latest run
+# of each golden set (operators keep a handful, so the label stays bounded).
+
+
+_SET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def last_runs() -> list[Any]:
+    from rag.models import EvalRun
+
+    latest = []
+    for name in EvalRun.objects.order_by().values_list("golden_set", flat=True).distinct()[:20]:
+        run = EvalRun.objects.filter(golden_set=name).order_by("-created_at").first()
+        if run is not None:
+            latest.append(run)
+    return latest
+
+
+class EvalCollector:
+    """The last evaluation run's figures per golden set, as gauges."""
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families([]))
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            runs = last_runs()
+        except Exception as exc:  # a scrape must still answer when the database does not
+            logger.warning("evaluation figures unavailable: %s", exc)
+            runs = []
+        return list(self._families(runs))
+
+    def _families(self, runs: list[Any]) -> Iterator[Metric]:
+        hits = GaugeMetricFamily(
+            "ragsite_eval_hit_ratio",
+            "Share of answerable golden questions with an expected source in the top k.",
+            labels=["set", "k"],
+        )
+        mrr = GaugeMetricFamily(
+            "ragsite_eval_mrr", "Mean reciprocal rank of the first expected source.", labels=["set"]
+        )
+        ndcg = GaugeMetricFamily("ragsite_eval_ndcg", "nDCG of the first expected source.", labels=["set", "k"])
+        declining = GaugeMetricFamily(
+            "ragsite_eval_decline_ratio",
+            "Declining of unanswerable questions: precision and recall.",
+            labels=["set", "measure"],
+        )
+        latency = GaugeMetricFamily(
+            "ragsite_eval_latency_seconds", "Answer latency over the golden set.", labels=["set", "quantile"]
+        )
+        when = GaugeMetricFamily("ragsite_eval_timestamp_seconds", "When the last run finished.", labels=["set"])
+        for run in runs:
+            s = run.summary
+            name = run.golden_set if _SET_NAME.fullmatch(run.golden_set) else "other"
+            for k in (1, 5):
+                if s.get(f"hit@{k}") is not None:
+                    hits.add_metric([name, str(k)], s[f"hit@{k}"])
+            if s.get("mrr") is not None:
+                mrr.add_metric([name], s["mrr"])
+            if s.get("ndcg@10") is not None:
+                ndcg.add_metric([name, "10"], s["ndcg@10"])
+            for measure in ("precision", "recall"):
+                if s.get(f"decline_{measure}") is not None:
+                    declining.add_metric([name, measure], s[f"decline_{measure}"])
+            for quantile, key in (("0.5", "p50"), ("0.95", "p95")):
+                if (s.get("latency_ms") or {}).get(key) is not None:
+                    latency.add_metric([name, quantile], s["latency_ms"][key] / 1000)
+            when.add_metric([name], run.created_at.timestamp())
+        yield from (hits, mrr, ndcg, declining, latency, when)
+
+
+eval_collector = EvalCollector()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from rag.metrics import cache_collector, job_collector
+from rag.metrics import cache_collector, eval_collector, job_collector
 from resilience import metrics as resilience_metrics
 
 
@@ -24,4 +24,5 @@ def scrape_registry() -> CollectorRegistry:
     registry.register(resilience_metrics.pool_size_collector)
     registry.register(cache_collector)
     registry.register(job_collector)
+    registry.register(eval_collector)
     return registry

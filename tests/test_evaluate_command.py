@@ -148,3 +148,12 @@ def test_the_admin_lists_runs_with_a_chart_and_the_questions_that_regressed(admi
     detail = admin_client.get(f"/admin/rag/evalrun/{second['run']}/change/").content.decode()
     assert f"Against run #{first['run']}" in detail
     assert "When are the boilers serviced?" in detail and "not found" in detail
+
+
+def test_the_last_runs_figures_are_prometheus_gauges(client, corpus, tmp_path):
+    evaluate("--set", write_set(tmp_path, KNOWN), "--k", "3")
+    text = client.get("/metrics", HTTP_ACCEPT="text/plain").content.decode()
+    assert 'ragsite_eval_hit_ratio{k="1",set="facilities"} 0.6667' in text
+    assert 'ragsite_eval_hit_ratio{k="5",set="facilities"} 0.6667' in text
+    assert 'ragsite_eval_mrr{set="facilities"} 0.6667' in text
+    assert 'ragsite_eval_latency_seconds{quantile="0.95",set="facilities"}' in text

@@ -20,6 +20,7 @@ from django.db.backends.utils import CursorWrapper
 
 from rag import sql
 from rag.models import Chunk, Collection
+from rag.query import search_text
 from rag.ranking import Candidate, diversify, rerank
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def candidates(
 ) -> list[Candidate]:
     """The first stage: the best of each ranking, fused, with their chunks' text and documents."""
     vector_hits = vector_search(collection, model_name, query_vector, limit) if query_vector is not None else []
-    text_hits = text_search(collection, question, limit)
+    text_hits = text_search(collection, search_text(collection, question), limit)
     fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
     if not fused:
         return []

@@ -1,0 +1,94 @@
+"""The question as the full-text search sees it: code operators named, small typos corrected.
+
+Postgres's parser drops punctuation, so ``:=``, ``**`` or ``~x`` reach the full-text query as
+nothing at all, and a misspelt word ("statment") matches no chunk. The words the documents use
+for an operator are added to the question, and a word that no chunk holds is joined by the
+collection's closest word (a difflib ratio of at least 0.8 between the two stems), so "asert
+statment" also looks for "assert statement". The question itself, embedded for the vector
+search, is left as asked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+
+from django.db import connection
+
+from rag.models import Chunk, Collection
+
+# Longest first: "**" before "*", "//" before "/".
+OPERATORS = {
+    ":=": "assignment expression",
+    "**": "power unpacking",
+    "//": "floor division",
+    "->": "annotation",
+    "<<": "shifting",
+    ">>": "shifting",
+    "!=": "comparison",
+    "==": "comparison",
+    "<=": "comparison",
+    ">=": "comparison",
+    "...": "ellipsis",
+    "@": "matrix multiplication decorator",
+    "~": "bitwise inversion",
+    "^": "bitwise xor",
+    "|": "bitwise or",
+    "&": "bitwise and",
+    "%": "modulo formatting",
+}
+_OPERATOR = re.compile("|".join(re.escape(op) for op in sorted(OPERATORS, key=len, reverse=True)))
+_WORD = re.compile(r"[A-Za-z][A-Za-z]{3,}")
+CLOSENESS = 0.8
+
+_vocabularies: dict[tuple[int, int], frozenset[str]] = {}
+_lock = threading.Lock()
+
+
+def vocabulary(collection: Collection) -> frozenset[str]:
+    """Every full-text lexeme of the collection's chunks, kept per corpus version."""
+    key = (collection.pk, collection.corpus_version)
+    with _lock:
+        found = _vocabularies.get(key)
+    if found is not None:
+        return found
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT word FROM ts_stat('SELECT search_vector FROM {Chunk._meta.db_table} WHERE collection_id = "
+            f"{int(collection.pk)}')"
+        )
+        found = frozenset(row[0] for row in cursor.fetchall())
+    with _lock:
+        for stale in [k for k in _vocabularies if k[0] == collection.pk]:
+            del _vocabularies[stale]
+        _vocabularies[key] = found
+    return found
+
+
+def _lexemes(words: list[str]) -> list[tuple[str, str]]:
+    """(word, its English stem) for the words that have one (stop words have none)."""
+    if not words:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT w, array_to_string(tsvector_to_array(to_tsvector('english', w)), ' ') FROM unnest(%s::text[]) AS w",
+            [words],
+        )
+        return [(word, lexeme) for word, lexeme in cursor.fetchall() if lexeme and " " not in lexeme]
+
+
+def search_text(collection: Collection, question: str) -> str:
+    """The question with operator names and corrections of misspelt words appended."""
+    extra = [OPERATORS[op] for op in _OPERATOR.findall(question)]
+    known = vocabulary(collection)
+    for _, lexeme in _lexemes(_WORD.findall(question.lower())):
+        if lexeme in known:
+            continue
+        # A typo rarely changes the first letter or the length by more than two: comparing with
+        # those words only keeps this well under a millisecond.
+        near = [w for w in known if w[:1] == lexeme[:1] and abs(len(w) - len(lexeme)) <= 2]
+        close = difflib.get_close_matches(lexeme, near, n=1, cutoff=CLOSENESS)
+        if close:
+            extra.append(close[0])
+    return f"{question} {' '.join(dict.fromkeys(extra))}" if extra else question

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rag', '0008_document_file_root'),
+        ('rag', '0009_jobs'),
     ]
 
     operations = [

@@ -40,7 +40,8 @@ def test_reingesting_an_edited_file_embeds_only_the_changed_chunk(write_files):
     root = write_files({"fruit.txt": f"{APPLES}\n\n{BANANAS}\n\n{CHERRIES}"})
     embedder = CountingEmbedder()
     report = ingest_paths(paths=[root], collection_name="emb-cache", embedder=embedder)
-    assert report.chunks == 3 and len(embedder.texts) == 3
+    # Three chunks, and the one sentence each paragraph repeats (sentences are embedded for reranking).
+    assert report.chunks == 3 and len(embedder.texts) == 6
 
     write_files({"fruit.txt": f"{APPLES}\n\n{BANANAS.replace('Beta paragraph.', 'Beta, edited.')}\n\n{CHERRIES}"})
     embedder.texts.clear()
@@ -59,7 +60,7 @@ def test_the_same_file_in_another_collection_costs_no_model_call(write_files):
     ingest_paths(paths=[root], collection_name="emb-one", embedder=embedder)
     embedded = len(embedder.texts)
     ingest_paths(paths=[root], collection_name="emb-two", embedder=embedder)
-    assert len(embedder.texts) == embedded == 2
+    assert len(embedder.texts) == embedded == 4  # two chunks and their two sentences, once
     assert Chunk.objects.filter(collection__name="emb-two").count() == 2
 
 
@@ -97,7 +98,7 @@ def test_a_broken_embedding_cache_falls_back_to_the_model(write_files):
     root = write_files({"fruit.txt": APPLES})
     embedder = CountingEmbedder()
     report = ingest_paths(paths=[root], collection_name="emb-broken", embedder=embedder)
-    assert report.count("new") == 1 and len(embedder.texts) == 1
+    assert report.count("new") == 1 and len(embedder.texts) == 2  # the chunk and its sentence
 
 
 def test_spacing_does_not_change_the_key_but_case_does():

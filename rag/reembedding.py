@@ -87,20 +87,18 @@ def reembed_collections(
             )
             if not batch:
                 break
-            vectors = embedder.embed([embedding_input(c.heading or c.document.title, c.text) for c in batch])
+            # The chunks and their sentences in one call: a batch is one request to the model.
+            sentences = list(Sentence.objects.filter(chunk__in=batch).only("id", "text"))
+            texts = [embedding_input(c.heading or c.document.title, c.text) for c in batch]
+            vectors = embedder.embed(texts + [s.text for s in sentences])
             if not dimensions:
                 dimensions = int(vectors.shape[1])
                 build_after = not has_vector_index(embedder.name, dimensions)
             if not build_after:
                 ensure_vector_index(embedder.name, dimensions)
-            for chunk, vector in zip(batch, vectors, strict=True):
-                chunk.embedding = vector
-                chunk.embedding_model = embedder.name
-            sentences = list(Sentence.objects.filter(chunk__in=batch).only("id", "text"))
-            if sentences:
-                for sentence, vector in zip(sentences, embedder.embed([s.text for s in sentences]), strict=True):
-                    sentence.embedding = vector
-                    sentence.embedding_model = embedder.name
+            for item, vector in zip([*batch, *sentences], vectors, strict=True):
+                item.embedding = vector
+                item.embedding_model = embedder.name
             with transaction.atomic():
                 Chunk.objects.bulk_update(batch, ["embedding", "embedding_model"])
                 Sentence.objects.bulk_update(sentences, ["embedding", "embedding_model"])

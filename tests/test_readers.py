@@ -3,8 +3,10 @@ import time
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from rag.models import Document
+from rag import jobs, tasks
+from rag.models import Document, Job, JobStatus
 from rag.readers import ReadError, parse_bytes
+from tests.test_jobs import FirstAttempt
 
 
 def test_html_keeps_visible_text_only():
@@ -103,8 +105,12 @@ def test_an_uploaded_pdf_past_a_limit_fails_with_the_reason_and_stores_nothing(k
     settings.RAGSITE_INGEST_MAX_SECONDS = 1
     upload = SimpleUploadedFile("report.pdf", expanding_pdf, "application/pdf")
     response = key_client.post("/api/documents", {"file": upload, "collection": "reports"})
-    assert response.status_code == 400
-    assert response.json()["error"]["fields"] == {"file": ["PDF takes too long to read: more than 1 s"]}
+    assert response.status_code == 202  # read by a worker, not in the web process
+    job = Job.objects.get(pk=response.json()["job"]["id"])
+    with pytest.raises(jobs.JobFailed, match="PDF takes too long to read"):
+        tasks.ingest(FirstAttempt(), job.pk)  # as a worker would run it
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.reason == "PDF takes too long to read: more than 1 s"
     assert not Document.objects.filter(collection__name="reports").exists()
 
 

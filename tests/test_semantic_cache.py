@@ -266,7 +266,7 @@ def test_other_collections_models_and_generators_never_hit(corpus, resilience_co
         scope_of(other),
         scope_of(corpus, embedding_model="ollama/all-minilm"),
         scope_of(corpus, generation="ollama/llama3.2"),
-        scope_of(corpus, prompt_version="2"),
+        scope_of(corpus, prompt_version="another prompt"),
         scope_of(corpus, k=3),
     ):
         assert cache.lookup_exact(changed, YIELD_Q) is None

@@ -115,7 +115,7 @@ def test_the_page_works_without_javascript(browser, server, fake_chat):
     fake_chat.healthy()
     browser.get(f"{server}/?q=What+is+a+lambda+expression%3F")
     assert "[1]" in browser.find_element(By.ID, "answer-text").text
-    assert "pydoc:lambda" in browser.find_element(By.CSS_SELECTOR, "#sources li").text
+    assert "pydoc:lambda" in browser.find_element(By.ID, "sources").text
 
 
 def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):

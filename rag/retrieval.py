@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from rag import sql
+from rag import sql, vector_plan
 from rag.models import Chunk, Collection
 from rag.query import search_text
 from rag.ranking import Candidate, diversify, rerank
@@ -28,10 +28,6 @@ logger = logging.getLogger(__name__)
 RRF_K = 60
 # Chunks taken from each ranking before fusion, whatever k: a larger k only reads further down.
 CANDIDATES = 20
-# pgvector 0.6 has no iterative index scans: the HNSW scan yields ef_search candidates, and the
-# collection filter is applied after. A generous ef_search keeps a small collection inside a big
-# table from coming back short; an exact scan backs it up when it still does.
-EF_SEARCH = 200
 
 
 @dataclass
@@ -92,18 +88,25 @@ class RetrievedChunk:
 
 
 def vector_search(
-    collection: Collection, model_name: str, query_vector: np.ndarray, limit: int
+    collection_ids: Sequence[int], model_name: str, query_vector: np.ndarray, limit: int
 ) -> list[tuple[int, float]]:
-    """(chunk id, cosine similarity) of the nearest chunks embedded by ``model_name``."""
+    """(chunk id, cosine similarity) of the nearest chunks of the collections embedded by ``model_name``.
+
+    An exact scan or the HNSW index, whichever finds the true nearest chunks at the collections'
+    size (rag.vector_plan).
+    """
+    plan = vector_plan.choose(collection_ids, model_name)
     rows = sql.nearest(
         table=Chunk._meta.db_table,
         columns="id",
-        where="embedding_model = %s AND collection_id = %s",
-        params=[model_name, collection.pk],
+        where="embedding_model = %s AND collection_id = ANY(%s)",
+        params=[model_name, list(collection_ids)],
         vector=query_vector,
         limit=limit,
-        ef_search=EF_SEARCH,
+        ef_search=plan.ef_search,
         min_rows=limit,
+        exact=plan.exact,
+        iterative=plan.iterative,
     )
     return [(int(row[0]), float(row[1])) for row in rows]
 
@@ -193,7 +196,7 @@ def candidates(
     limit: int = CANDIDATES,
 ) -> list[Candidate]:
     """The first stage: the best of each ranking, fused, with their chunks' text and documents."""
-    vector_hits = vector_search(collection, model_name, query_vector, limit) if query_vector is not None else []
+    vector_hits = vector_search([collection.pk], model_name, query_vector, limit) if query_vector is not None else []
     text_hits = text_search(collection, search_text(collection, question), limit)
     fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
     if not fused:

@@ -70,6 +70,8 @@ def nearest(
     limit: int,
     ef_search: int,
     min_rows: int = 1,
+    exact: bool = False,
+    iterative: bool = False,
 ) -> list[tuple[Any, ...]]:
     """``columns`` and the cosine similarity of the rows nearest ``vector``, nearest first.
 
@@ -77,29 +79,36 @@ def nearest(
     BY mirror the model's partial HNSW index and the planner can use it. pgvector 0.6 has no
     iterative index scans: the index yields ``ef_search`` candidates and the rest of ``where``
     filters them afterwards, so a selective filter can leave fewer than ``min_rows``; the filtered
-    rows are then scanned exactly (few, by construction).
+    rows are then scanned exactly. ``exact`` scans them exactly at once (the caller knows they
+    are few: rag.vector_plan); ``iterative`` lets a pgvector 0.8+ index scan go on until it has
+    found ``limit`` rows that pass the filter.
     """
     dims = int(vector.shape[0])
     literal = vector_literal(vector)
     distance = f"(embedding::vector({dims})) <=> %s::vector({dims})"
+    # OFFSET 0 keeps the subquery from being flattened, so the filter is read through its b-tree
+    # index and sorted, never through the HNSW index.
+    exact_sql = (
+        f"SELECT * FROM (SELECT {columns}, 1 - ({distance}) AS similarity FROM {table} "
+        f"WHERE {where} OFFSET 0) AS scoped ORDER BY similarity DESC LIMIT %s"
+    )
     with connection.cursor() as cursor:
-        # Sent as one string, the SET and the SELECT share a transaction even in autocommit:
+        if exact:
+            cursor.execute(exact_sql, [literal, *params, limit])
+            return cursor.fetchall()
+        # Sent as one string, the SETs and the SELECT share a transaction even in autocommit:
         # SET LOCAL takes effect without a BEGIN and COMMIT of its own.
+        iterate = "SET LOCAL hnsw.iterative_scan = strict_order; " if iterative else ""
         cursor.execute(
-            f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(limit))}; "
+            f"SET LOCAL hnsw.ef_search = {max(int(ef_search), int(limit))}; {iterate}"
             f"SELECT {columns}, 1 - ({distance}) FROM {table} WHERE {where} ORDER BY {distance} LIMIT %s",
             [literal, *params, literal, limit],
         )
-        cursor.nextset()
+        for _ in range(2 if iterative else 1):  # past the SETs' results
+            cursor.nextset()
         rows = cursor.fetchall()
         if len(rows) < min_rows:
-            # OFFSET 0 keeps the subquery from being flattened, so the filter is read through its
-            # b-tree index and sorted, never through the HNSW index.
-            cursor.execute(
-                f"SELECT * FROM (SELECT {columns}, 1 - ({distance}) AS similarity FROM {table} "
-                f"WHERE {where} OFFSET 0) AS scoped ORDER BY similarity DESC LIMIT %s",
-                [literal, *params, limit],
-            )
+            cursor.execute(exact_sql, [literal, *params, limit])
             rows = cursor.fetchall()
     return rows
 

@@ -60,10 +60,10 @@ def test_it_converts_a_collection_to_the_configured_model(hr, fake_ollama):
 
 def test_vector_search_sees_the_chunks_converted_so_far(hr, fake_ollama):
     question = np.asarray(fake_ollama.embedding("How many holidays?"), dtype=np.float32)
-    assert vector_search(hr, NEW, question, 10) == []
+    assert vector_search([hr.pk], NEW, question, 10) == []
     reembed_hr("--batch-size", "2")
-    assert len(vector_search(hr, NEW, question, 10)) == 5
-    assert vector_search(hr, OLD, question, 10) == []
+    assert len(vector_search([hr.pk], NEW, question, 10)) == 5
+    assert vector_search([hr.pk], OLD, question, 10) == []
 
 
 class StopAfter:
@@ -144,4 +144,4 @@ def test_a_model_without_a_vector_index_gets_it_once_its_vectors_are_written(hr,
     assert during == [False, False, False]  # no row went into a live index one by one
     assert index_exists(index)
     question = np.asarray(fake_ollama.embedding("How many holidays?"), dtype=np.float32)
-    assert len(vector_search(hr, f"ollama/{model}", question, 10)) == 5
+    assert len(vector_search([hr.pk], f"ollama/{model}", question, 10)) == 5

@@ -123,7 +123,7 @@ def test_a_cancelled_full_text_search_degrades_to_vector_ranking(client, demo_co
         results = hybrid_search(demo_corpus, question, 5, model_name=embedder.name, query_vector=vector)
     assert "full-text search cancelled after 1 ms" in caplog.text
     assert len(results) == 5
-    nearest = [chunk_id for chunk_id, _ in vector_search(demo_corpus, embedder.name, vector, 20)]
+    nearest = [chunk_id for chunk_id, _ in vector_search([demo_corpus.pk], embedder.name, vector, 20)]
     assert {r.chunk_id for r in results} <= set(nearest)  # the vector ranking alone
     # The API answers instead of failing, and the limit did not outlive the search.
     response = client.post(

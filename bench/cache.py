@@ -201,15 +201,15 @@ def copy_entries(collection_id: int, model: str, questions: list[str], vectors: 
     register_vector(raw)
     now = datetime.now(UTC)
     columns = (
-        "collection_id, corpus_version, embedding_model, generation, prompt_version, k, question_hash, "
+        "collection_ids, corpus_versions, embedding_model, generation, prompt_version, k, question_hash, "
         "question, embedding, answer, sources, generator, created_at"
     )
-    types = ["int8", "int8", "varchar", "varchar", "varchar", "int2", "varchar", "text", "vector", "text"]
+    types = ["int8[]", "int8[]", "varchar", "varchar", "varchar", "int2", "varchar", "text", "vector", "text"]
     types += ["jsonb", "varchar", "timestamptz"]
     with raw.cursor() as cursor, cursor.copy(f"COPY {cache.ANSWERS} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for i, (question, vector) in enumerate(zip(questions, vectors, strict=True), start=start):
-            row = (collection_id, 1, model, "bench", PROMPT_VERSION, 5, f"{i:064x}", question, vector)
+            row = ([collection_id], [1], model, "bench", PROMPT_VERSION, 5, f"{i:064x}", question, vector)
             copy.write_row((*row, f"answer {i}", Jsonb([]), "extractive", now))
 
 
@@ -335,8 +335,8 @@ def lookup_benchmark(
     model = f"bench/perturbed-minilm-{pid}"
     big = Collection.objects.create(name=f"bench-cache-{pid}-lookup")
     small = Collection.objects.create(name=f"bench-cache-{pid}-small")
-    scope = cache.Scope(big.pk, 1, model, "bench", PROMPT_VERSION, 5)
-    small_scope = cache.Scope(small.pk, 1, model, "bench", PROMPT_VERSION, 5)
+    scope = cache.Scope((big.pk,), (1,), model, "bench", PROMPT_VERSION, 5)
+    small_scope = cache.Scope((small.pk,), (1,), model, "bench", PROMPT_VERSION, 5)
     results: dict[str, Any] = {}
     stored_vectors = np.zeros((0, 384), dtype=np.float32)
     stored_base: list[int] = []
@@ -497,10 +497,11 @@ def e2e_benchmark(pid: int, repeat: int) -> dict[str, float]:
 def workload_benchmark(pid: int, embedder: Any) -> dict[str, dict[str, float]]:
     from rag import answer_cache as cache
     from rag.models import Collection
+    from rag.visibility import OPERATOR, resolve
     from resilience import config
 
     collection = Collection.objects.create(name=f"bench-cache-{pid}-workload")
-    scope = cache.Scope.for_query(collection, embedding_model=embedder.name, k=5)
+    scope = cache.Scope.for_query(resolve(OPERATOR, [collection.name]), embedding_model=embedder.name, k=5)
     bases = [b for b, _, _ in WORKLOAD]
     base_vectors = embedder.embed(bases)
     for question, vector in zip(bases, base_vectors, strict=True):

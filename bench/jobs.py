@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
         f"jobs: {args.documents} generated notes per run ({len(note(run, 0))} bytes, one chunk each), "
         f"embedded by the fake Ollama ({args.embed_ms:g} ms a request)"
     )
-    key_row, key = ApiKey.issue(name="bench jobs")
+    key_row, key = ApiKey.issue(name="bench jobs", all_collections=True, can_write=True)
     created: list[int] = []
     var = ROOT / "var"
     metrics_dir = var / f"bench-jobs-prometheus-{os.getpid()}"

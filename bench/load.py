@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     socket_dir = embedded_db.socket_dir(data_dir)
     from rag.models import ApiKey
 
-    key_row, api_key = ApiKey.issue(name="bench load")
+    key_row, api_key = ApiKey.issue(name="bench load", all_collections=True, can_write=True)
     subprocess.run(
         [sys.executable, "manage.py", "ingest", "--demo", "--if-empty", "--no-progress"], cwd=ROOT, check=True
     )

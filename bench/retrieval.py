@@ -131,22 +131,26 @@ def vector_plan(collection: Any, model: str, vector: np.ndarray) -> str:
 def measure(
     corpus: SyntheticCorpus, questions: list[str], queries: np.ndarray, efs: list[int], repeat: int, budget_s: float
 ) -> dict:
-    from rag import retrieval, vector_plan
+    from rag import retrieval
+    from rag import vector_plan as plans
+    from rag.visibility import OPERATOR, resolve
 
     # The search's plan follows the collection's size (rag.vector_plan): estimate it afresh now
     # that the corpus has grown. At a size an exact scan covers, every ef_search finds all.
-    vector_plan.forget_estimates()
-    shipped = vector_plan.EF_SEARCH
+    plans.forget_estimates()
+    scope = resolve(OPERATOR, [corpus.collection.name])
+    ids = list(scope.ids)
+    shipped = plans.EF_SEARCH
     exact = corpus.exact_top(queries)
     for question, vector in zip(questions[:20], queries[:20], strict=True):  # warm-up
-        retrieval.hybrid_search(corpus.collection, question, 5, model_name=corpus.model, query_vector=vector)
+        retrieval.hybrid_search(scope, question, 5, model_name=corpus.model, query_vector=vector)
     sweep: dict[int, dict[str, float]] = {}
     try:
         for ef in efs:
-            vector_plan.EF_SEARCH = ef
+            plans.EF_SEARCH = ef
             ms, recalls, gaps = [], [], []
             for vector, (right, kth) in zip(queries, exact, strict=True):
-                t, hits = timed(retrieval.vector_search, [corpus.collection.pk], corpus.model, vector, 20)
+                t, hits = timed(retrieval.vector_search, ids, corpus.model, vector, 20)
                 ms.append(t)
                 recalls.append(len({chunk_id for chunk_id, _ in hits[:10]} & right) / 10)
                 # How much less similar the 10th chunk found is than the true 10th (0: none).
@@ -175,20 +179,20 @@ def measure(
                 if n >= 20 and time.monotonic() > deadline:
                     break
                 for ef in hybrid:
-                    vector_plan.EF_SEARCH = ef
+                    plans.EF_SEARCH = ef
                     hybrid[ef].append(
                         timed(
                             retrieval.hybrid_search,
-                            corpus.collection,
+                            scope,
                             question,
                             5,
                             model_name=corpus.model,
                             query_vector=vector,
                         )[0]
                     )
-                text_ms.append(timed(retrieval.text_search, corpus.collection, question, 20)[0])
+                text_ms.append(timed(retrieval.text_search, ids, question, 20)[0])
     finally:
-        vector_plan.EF_SEARCH = shipped
+        plans.EF_SEARCH = shipped
         logging.getLogger("rag.retrieval").propagate = True
     searches = len(text_ms) + sum(len(times) for times in hybrid.values())
     return {

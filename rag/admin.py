@@ -1,8 +1,13 @@
-"""The admin of collections, documents and the query log.
+"""The admin of collections, documents, the query log, jobs and the answer cache (API keys:
+rag.admin_access).
 
 Documents are written by ingestion only: the admin lists them, re-ingests file-backed ones and
 deletes through ``rag.ingestion`` so the collection's corpus version moves and stale cached answers
 are never served.
+
+Staff who are not superusers see only what rag.visibility lets them read: the collections, their
+documents, the query log, the jobs and the cached answers of collections they may read. A
+collection's visibility and groups are kept in its history as old -> new values.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from rag import cache_counters, ingestion, jobs
-from rag.models import ApiKey, CachedAnswer, Chunk, Collection, Document, Job, JobStatus, QueryLog
+from rag import cache_counters, ingestion, jobs, visibility
+from rag.admin_access import ValuesInHistory, caller_of
+from rag.collections import delete_collection
+from rag.models import CachedAnswer, Chunk, Collection, Document, Job, JobStatus, QueryLog
 from resilience import config
 
 
@@ -34,17 +41,39 @@ def _chunk_count(**filters: Any) -> Subquery:
 
 
 @admin.register(Collection)
-class CollectionAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "document_count", "chunk_count", "embedding_models", "corpus_version"]
+class CollectionAdmin(ValuesInHistory):
+    list_display = [
+        "name",
+        "visibility",
+        "group_names",
+        "document_count",
+        "chunk_count",
+        "embedding_models",
+        "corpus_version",
+    ]
+    list_filter = ["visibility"]
     search_fields = ["name", "description"]
+    fields = ["name", "description", "visibility", "groups", "corpus_version", "created_at"]
     readonly_fields = ["corpus_version", "created_at"]
+    filter_horizontal = ["groups"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
         return (
-            super()
-            .get_queryset(request)
+            visibility.readable(caller_of(request))
+            .prefetch_related("groups")
             .annotate(documents_n=Count("documents"), chunks_n=_chunk_count(collection=OuterRef("pk")))
         )
+
+    def delete_model(self, request: HttpRequest, obj: Collection) -> None:
+        delete_collection(collection=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
+        for collection in queryset:
+            delete_collection(collection=collection)
+
+    @admin.display(description="groups")
+    def group_names(self, obj: Collection) -> str:
+        return ", ".join(sorted(group.name for group in obj.groups.all())) or "—"
 
     @admin.display(description="documents", ordering="documents_n")
     def document_count(self, obj: Collection) -> int:
@@ -63,13 +92,14 @@ class CollectionAdmin(admin.ModelAdmin):
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
     list_display = ["title", "collection", "source", "media_type", "chunk_count", "size_bytes", "updated_at"]
-    list_filter = ["collection", "media_type"]
+    list_filter = [("collection", admin.RelatedOnlyFieldListFilter), "media_type"]
     search_fields = ["title", "source"]
     list_select_related = ["collection"]
     actions = ["reingest"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Document]:
-        return super().get_queryset(request).annotate(chunks_n=_chunk_count(document=OuterRef("pk")))
+        documents = visibility.documents(caller_of(request))
+        return documents.annotate(chunks_n=_chunk_count(document=OuterRef("pk")))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         # Text and title live in the chunks and their vectors: changes come through ingestion.
@@ -130,6 +160,9 @@ class QueryLogAdmin(admin.ModelAdmin):
     search_fields = ["question"]
     date_hierarchy = "created_at"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QueryLog]:
+        return visibility.tagged(caller_of(request), super().get_queryset(request))
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -139,66 +172,6 @@ class QueryLogAdmin(admin.ModelAdmin):
     @admin.display(description="question", ordering="question")
     def short_question(self, obj: QueryLog) -> str:
         return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"
-
-
-@admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
-    """Staff issue and revoke API keys. A key is shown once, right after it is created."""
-
-    list_display = ["name", "prefix", "created_by", "created_at", "last_used_at", "status"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
-    search_fields = ["name", "prefix"]
-    fields = ["name"]
-    readonly_fields: list[str] = []
-    actions = ["revoke"]
-
-    @admin.display(description="status")
-    def status(self, key: ApiKey) -> str:
-        return "active" if key.is_active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
-
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return ["name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"] if obj else []
-
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return self.get_readonly_fields(request, obj) if obj else ["name"]
-
-    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
-        if change:
-            return  # keys are immutable: revoke and issue a new one instead
-        row, key = ApiKey.issue(name=obj.name, created_by=request.user)
-        obj.pk = row.pk
-        obj.__dict__.update(row.__dict__)
-        obj._issued_key = key  # for response_add only: never stored
-
-    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
-        """The new key, shown once in this response's page.
-
-        Not as a message: the messages cookie is signed, not encrypted, and a key in it would sit
-        in the browser and in any log of request headers.
-        """
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "API key issued",
-            "api_key": obj,
-            "key": obj._issued_key,
-            "changelist_url": reverse("admin:rag_apikey_changelist"),
-        }
-        response = TemplateResponse(request, "admin/rag/apikey/issued.html", context)
-        add_never_cache_headers(response)
-        return response
-
-    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
-        return False  # revoke instead: the row keeps who had access and when
-
-    # Revoking changes a key: staff who may only view keys must not cut off every client.
-    @admin.action(description="Revoke the selected keys", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = 0
-        for key in queryset.filter(revoked_at__isnull=True):
-            key.revoke()
-            count += 1
-        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
 
 
 # JOBS
@@ -226,6 +199,9 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["source", "collection", "reason"]
     actions = ["retry", "cancel"]
     exclude = ["params"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return visibility.jobs(caller_of(request)) & super().get_queryset(request)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Job._meta.fields if f.name != "params"]
@@ -295,19 +271,22 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(CachedAnswer)
 class CachedAnswerAdmin(admin.ModelAdmin):
-    list_display = ["short_question", "collection", "hit_count", "last_hit", "age", "expires"]
-    list_filter = ["collection", "generation", "embedding_model"]
+    list_display = ["short_question", "collection_names", "hit_count", "last_hit", "age", "expires"]
+    list_filter = ["generation", "embedding_model"]
     search_fields = ["question", "answer"]
     date_hierarchy = "created_at"
     change_list_template = "admin/rag/cachedanswer/change_list.html"
     exclude = ["embedding"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CachedAnswer]:
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("collection")
-            .annotate(hit_count=Coalesce("usage__hits", 0), last_hit=F("usage__last_hit_at"))
+        entries = visibility.tagged(visibility.Caller.for_user(request.user), super().get_queryset(request))
+        names = RawSQL(
+            f"SELECT string_agg(c.name, ',' ORDER BY c.name) FROM {Collection._meta.db_table} c "
+            f"WHERE c.id = ANY({CachedAnswer._meta.db_table}.collection_ids)",
+            [],
+        )
+        return entries.annotate(
+            hit_count=Coalesce("usage__hits", 0), last_hit=F("usage__last_hit_at"), collection_names=names
         )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -319,6 +298,10 @@ class CachedAnswerAdmin(admin.ModelAdmin):
     @admin.display(description="question", ordering="question")
     def short_question(self, obj: CachedAnswer) -> str:
         return obj.question if len(obj.question) <= 80 else obj.question[:79] + "…"
+
+    @admin.display(description="collections", ordering="collection_names")
+    def collection_names(self, obj: CachedAnswer) -> str:
+        return obj.collection_names or "(deleted)"  # type: ignore[attr-defined]
 
     @admin.display(description="hits", ordering="hit_count")
     def hit_count(self, obj: CachedAnswer) -> int:

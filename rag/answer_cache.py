@@ -1,7 +1,9 @@
 """The semantic answer cache, in Postgres.
 
-Answers are cached per *scope*: collection and corpus version, embedding model, generation
-backend and model, prompt version and k. A lookup tries, in order:
+Answers are cached per *scope*: the exact set of collections the answer was built from and their
+corpus versions, embedding model, generation backend and model, prompt version and k. An entry is
+served only to a caller who may read every one of its collections (the exact lookup checks it in
+its own statement; the others get a scope built from what the caller may read). A lookup tries:
 
 1. exact: the hash of the normalised question (case, whitespace, trailing punctuation), no
    embedding needed;
@@ -49,6 +51,7 @@ from rag.models import (
 )
 from rag.near_miss import near_miss_reason
 from rag.text import question_hash
+from rag.visibility import EVERY, Caller, CollectionSet, readable_sql
 from resilience import config
 
 logger = logging.getLogger(__name__)
@@ -66,10 +69,11 @@ CANDIDATES = 5
 
 ANSWERS = CachedAnswer._meta.db_table
 USAGE = CachedAnswerUsage._meta.db_table
+COLLECTIONS = Collection._meta.db_table
 _UNIQUE = "cachedanswer_unique_question"
 _SCOPE_SQL = (
-    "embedding_model = %s AND collection_id = %s AND corpus_version = %s AND generation = %s "
-    "AND prompt_version = %s AND k = %s"
+    "embedding_model = %s AND collection_ids = %s::bigint[] AND corpus_versions = %s::bigint[] "
+    "AND generation = %s AND prompt_version = %s AND k = %s"
 )
 
 
@@ -82,22 +86,22 @@ def now() -> datetime:
 
 @dataclass(frozen=True)
 class Scope:
-    collection_id: int
-    corpus_version: int
+    collection_ids: tuple[int, ...]  # sorted
+    corpus_versions: tuple[int, ...]  # aligned with the ids
     embedding_model: str
     generation: str
     prompt_version: str
     k: int
 
     @classmethod
-    def for_query(cls, collection: Any, *, embedding_model: str, k: int) -> Scope:
-        return cls(collection.pk, collection.corpus_version, embedding_model, generation_key(), PROMPT_VERSION, k)
+    def for_query(cls, collections: CollectionSet, *, embedding_model: str, k: int) -> Scope:
+        return cls(collections.ids, collections.versions, embedding_model, generation_key(), PROMPT_VERSION, k)
 
     def params(self) -> list[Any]:
         return [
             self.embedding_model,
-            self.collection_id,
-            self.corpus_version,
+            list(self.collection_ids),
+            list(self.corpus_versions),
             self.generation,
             self.prompt_version,
             self.k,
@@ -120,37 +124,54 @@ class Hit:
     created_at: datetime
     similarity: float | None = None
     stale: bool = False
+    # Lookups by name only: the collections the names resolved to (names sorted, ids sorted).
+    collections: tuple[str, ...] = ()
+    collection_ids: tuple[int, ...] = ()
 
 
 def _hit(kind: CacheOutcome, row: Sequence[Any], similarity: float | None, fresh_after: datetime) -> Hit:
-    question, answer, sources, generator, created_at = row
+    question, answer, sources, generator, created_at, *resolved = row
     if isinstance(sources, str):
         sources = json.loads(sources)
-    return Hit(kind, question, answer, sources, generator, created_at, similarity, stale=created_at <= fresh_after)
+    names, ids = resolved or ((), ())
+    stale = created_at <= fresh_after
+    return Hit(kind, question, answer, sources, generator, created_at, similarity, stale, tuple(names), tuple(ids))
 
 
-def _hit_sql(where: str) -> str:
+def _hit_sql(where: str, *, scope: str = "", extra: str = "") -> str:
     """Select an entry and count the hit on it, in one round trip.
 
-    The hit is recorded in the usage table, never on the entry: see CachedAnswerUsage.
+    The hit is recorded in the usage table, never on the entry: see CachedAnswerUsage. ``scope``
+    adds a first CTE the ``where`` may join (as ``scope``), ``extra`` columns to return.
     """
+    tables = f"{ANSWERS} a, scope" if scope else f"{ANSWERS} a"
     return (
-        f"WITH hit AS (SELECT id, question, answer, sources, generator, created_at FROM {ANSWERS} WHERE {where}), "
+        f"WITH {scope}hit AS (SELECT a.id, a.question, a.answer, a.sources, a.generator, a.created_at{extra} "
+        f"FROM {tables} WHERE {where}), "
         f"used AS (INSERT INTO {USAGE} (entry_id, hits, last_hit_at) SELECT id, 1, %s FROM hit "
         f"ON CONFLICT (entry_id) DO UPDATE SET hits = {USAGE}.hits + 1, last_hit_at = EXCLUDED.last_hit_at) "
-        "SELECT question, answer, sources, generator, created_at FROM hit"
+        f"SELECT question, answer, sources, generator, created_at{extra.replace('scope.', '')} FROM hit"
     )
 
 
 _EXACT_SQL = _hit_sql(f"{_SCOPE_SQL} AND question_hash = %s AND created_at > %s")
-# The same, for a collection known by its name: its current corpus version is read in the same
-# statement, so an exact hit needs no query of its own for the collection.
-_EXACT_NAMED_SQL = _hit_sql(
-    f"embedding_model = %s AND (collection_id, corpus_version) = (SELECT id, corpus_version FROM "
-    f"{Collection._meta.db_table} WHERE name = %s) AND generation = %s AND prompt_version = %s AND k = %s "
-    "AND question_hash = %s AND created_at > %s"
-)
 _BY_ID_SQL = _hit_sql("id = %s")
+
+
+def _exact_named_sql(readable: str, *, every: bool) -> str:
+    """The exact lookup for collections known by name (or all the caller may read), resolved in the
+    same statement with their current versions, among those the caller may read only."""
+    named = "" if every else "AND c.name = ANY(%s) "
+    scope = (
+        "scope AS (SELECT array_agg(c.id ORDER BY c.id) AS ids, array_agg(c.corpus_version ORDER BY c.id) AS "
+        f"versions, array_agg(c.name ORDER BY c.name) AS names FROM {COLLECTIONS} c WHERE c.id IN ({readable}) "
+        f"{named}HAVING count(*) {'> 0' if every else '= %s'}), "
+    )
+    where = (
+        "a.embedding_model = %s AND a.collection_ids = scope.ids AND a.corpus_versions = scope.versions "
+        "AND a.generation = %s AND a.prompt_version = %s AND a.k = %s AND a.question_hash = %s AND a.created_at > %s"
+    )
+    return _hit_sql(where, scope=scope, extra=", scope.names, scope.ids")
 
 
 def _cutoffs() -> tuple[datetime, datetime, datetime]:
@@ -174,21 +195,29 @@ def lookup_exact(scope: Scope, question: str) -> Hit | None:
     return safely("exact lookup", _exact, scope, question, fresh_after, current, fresh_after, default=None)
 
 
-def _exact_named(collection_name: str, question: str, embedding_model: str, k: int) -> Hit | None:
+def _exact_named(caller: Caller, names: Sequence[str], question: str, embedding_model: str, k: int) -> Hit | None:
     current, fresh_after, _ = _cutoffs()
-    params = [embedding_model, collection_name, generation_key(), PROMPT_VERSION, k, question_hash(question)]
+    every = set(names) == {EVERY}
+    readable, readable_params = readable_sql(caller)
+    wanted = sorted(set(names))
+    params: list[Any] = [*readable_params, *([] if every else [wanted, len(wanted)])]
+    params += [embedding_model, generation_key(), PROMPT_VERSION, k, question_hash(question), fresh_after, current]
     with connection.cursor() as cursor:
-        cursor.execute(sql.lazily(_EXACT_NAMED_SQL), [*params, fresh_after, current])
+        cursor.execute(sql.lazily(_exact_named_sql(readable, every=every)), params)
         row = cursor.fetchone()
     return _hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
 
 
-def lookup_exact_named(collection_name: str, question: str, *, embedding_model: str, k: int) -> Hit | None:
-    """``lookup_exact`` in the scope of a collection's current corpus version, in one round trip.
+def lookup_exact_named(
+    caller: Caller, names: Sequence[str], question: str, *, embedding_model: str, k: int
+) -> Hit | None:
+    """``lookup_exact`` for the collections called ``names`` (``[EVERY]``: all ``caller`` may read)
+    at their current corpus versions, in one round trip.
 
-    None also when there is no such collection: the caller finds that out on the miss path.
+    None also when one of them does not exist or ``caller`` may not read it: the caller finds that
+    out on the miss path, and gets the same answer for both.
     """
-    return safely("exact lookup", _exact_named, collection_name, question, embedding_model, k, default=None)
+    return safely("exact lookup", _exact_named, caller, names, question, embedding_model, k, default=None)
 
 
 def nearest(scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: int = CANDIDATES) -> list[tuple]:
@@ -300,12 +329,12 @@ def _store(
     scope: Scope, question: str, vector: np.ndarray, answer: str, sources: list[dict[str, Any]], generator: str
 ) -> bool:
     columns = (
-        "collection_id, corpus_version, embedding_model, generation, prompt_version, k, "
+        "collection_ids, corpus_versions, embedding_model, generation, prompt_version, k, "
         "question_hash, question, embedding, answer, sources, generator, created_at"
     )
     params = [
-        scope.collection_id,
-        scope.corpus_version,
+        list(scope.collection_ids),
+        list(scope.corpus_versions),
         scope.embedding_model,
         scope.generation,
         scope.prompt_version,
@@ -323,7 +352,7 @@ def _store(
         # served): replace it, as a new entry with no hits.
         cursor.execute(
             f"WITH stored AS (INSERT INTO {ANSWERS} ({columns}) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s) "
+            "VALUES (%s::bigint[], %s::bigint[], %s, %s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s) "
             f"ON CONFLICT ON CONSTRAINT {_UNIQUE} DO UPDATE SET question = EXCLUDED.question, "
             "embedding = EXCLUDED.embedding, answer = EXCLUDED.answer, sources = EXCLUDED.sources, "
             "generator = EXCLUDED.generator, created_at = EXCLUDED.created_at RETURNING id, xmax = 0 AS inserted), "
@@ -369,7 +398,9 @@ def _deleting(where: str, returning: str = "1") -> str:
 
 
 def _clean(scope: Scope) -> dict[str, int]:
-    """Drop entries of older corpus versions, entries past the stale window, and the LRU excess.
+    """Drop entries of older corpus versions (of the scope's collections: an entry of any set that
+    holds one of them, or a collection deleted since), entries past the stale window, and the LRU
+    excess.
 
     Once over ``max_entries`` it evicts 2 % of it more than the excess, so that a full cache does
     not sort the table on every store.
@@ -379,8 +410,12 @@ def _clean(scope: Scope) -> dict[str, int]:
     removed = {"invalidations": 0, "expirations": 0, "evictions": 0}
     with connection.cursor() as cursor:
         cursor.execute(
-            _deleting("a.collection_id = %s AND a.corpus_version < %s"),
-            [scope.collection_id, scope.corpus_version],
+            _deleting(
+                "a.collection_ids && %s::bigint[] AND EXISTS (SELECT 1 FROM unnest(a.collection_ids, "
+                f"a.corpus_versions) AS u(id, version) LEFT JOIN {COLLECTIONS} c ON c.id = u.id "
+                "WHERE c.id IS NULL OR c.corpus_version <> u.version)"
+            ),
+            [list(scope.collection_ids)],
         )
         removed["invalidations"] = len(cursor.fetchall())
         cursor.execute(_deleting("a.created_at <= %s"), [stale_after])

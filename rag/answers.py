@@ -1,6 +1,10 @@
 """The one answer pipeline. A plain and a streamed answer take the same steps:
 
-1. exact cache lookup (by the collection's name: no other query on a hit);
+0. who asks (a ``Caller``) and of which collections: one name, several, or every collection the
+   caller may read (``["*"]``); a collection the caller may not read is one that does not exist
+   (rag.visibility), at every step below;
+1. exact cache lookup (by the collections' names, their readability checked in the same
+   statement: no other query on a hit);
 2. the question's embedding (the embedding cache first); without it, full-text retrieval only;
 3. semantic cache lookup;
 4. single flight: identical misses in flight at once (any thread or worker) wait for the first
@@ -15,23 +19,22 @@ has been asked before (the query log knows), so one caller asking many new quest
 everyone's answers out of the bounded cache. Key holders' and signed-in users' answers, and any
 answer while there is room, are cached at once.
 
-Everything that can refuse the question (an unknown collection) happens before the first event,
-so a caller can still answer with a plain error. A generation that fails mid-stream ends with an
-``error`` event: the tokens already sent cannot be taken back.
+Everything that can refuse the question (an unknown or unreadable collection) happens before the
+first event, so a caller can still answer with a plain error. A generation that fails mid-stream
+ends with an ``error`` event: the tokens already sent cannot be taken back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from rag import answer_cache, query_log
+from rag import answer_cache, query_log, visibility
 from rag.cache_counters import count
-from rag.collections import get_collection
 from rag.declining import covers
 from rag.embedding_cache import caching
 from rag.embeddings import get_embedder
@@ -48,7 +51,9 @@ __all__ = ["Answer", "answer_question", "stream_answer"]
 def answer_question(
     *,
     question: str,
+    caller: visibility.Caller,
     collection_name: str = "default",
+    collections: Sequence[str] | None = None,
     k: int = 5,
     use_cache: bool = True,
     log_query: bool = True,
@@ -57,14 +62,18 @@ def answer_question(
 ) -> Answer:
     """Answer from the cache, or retrieve the best passages and answer from them.
 
-    Degrades instead of failing when Ollama does. ``use_cache=False`` neither reads nor writes the
-    answer cache. ``log_query=False`` keeps the question out of the query log and the hit/miss
-    counters (cache warming, evaluation). ``embedding_cache=False`` has the model embed the
-    question even when it was asked before (evaluation: the time a new question takes).
+    ``caller`` is who asks; ``collections`` (names, or ``["*"]`` for all the caller may read)
+    replaces ``collection_name`` when given. Raises CollectionNotFound for a collection that does
+    not exist or that the caller may not read. Degrades instead of failing when Ollama does.
+    ``use_cache=False`` neither reads nor writes the answer cache. ``log_query=False`` keeps the
+    question out of the query log and the hit/miss counters (cache warming, evaluation).
+    ``embedding_cache=False`` has the model embed the question even when it was asked before
+    (evaluation: the time a new question takes).
     """
     run = _Run(
         question,
-        collection_name,
+        caller,
+        list(collections or [collection_name]),
         k,
         use_cache=use_cache,
         log_query=log_query,
@@ -78,15 +87,23 @@ def answer_question(
 
 
 def stream_answer(
-    *, question: str, collection_name: str = "default", k: int = 5, use_cache: bool = True, trusted: bool = True
+    *,
+    question: str,
+    caller: visibility.Caller,
+    collection_name: str = "default",
+    collections: Sequence[str] | None = None,
+    k: int = 5,
+    use_cache: bool = True,
+    trusted: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The answer as events: ``meta`` (sources, flags), ``token``s, then ``done`` or ``error``.
 
     With the Ollama backend the tokens are passed on as Ollama streams them; a cached or extractive
-    answer is sent in word-sized pieces.
+    answer is sent in word-sized pieces. The arguments are ``answer_question``'s.
     """
-    run = _Run(question, collection_name, k, use_cache=use_cache, log_query=True, trusted=trusted)
-    run.prepare()  # refuses an unknown collection now, before the response starts
+    names = list(collections or [collection_name])
+    run = _Run(question, caller, names, k, use_cache=use_cache, log_query=True, trusted=trusted)
+    run.prepare()  # refuses an unknown or unreadable collection now, before the response starts
     return run.events(stream=True)
 
 
@@ -100,7 +117,8 @@ class _Run:
     def __init__(
         self,
         question: str,
-        collection_name: str,
+        caller: visibility.Caller,
+        names: list[str],
         k: int,
         *,
         use_cache: bool,
@@ -110,7 +128,9 @@ class _Run:
     ) -> None:
         self.question = question
         self.trusted = trusted
-        self.collection_name = collection_name
+        self.caller = caller
+        self.names = names
+        self.collections: visibility.CollectionSet | None = None
         self.k = k
         self.use_cache = use_cache
         self.log_query = log_query
@@ -120,6 +140,7 @@ class _Run:
         self.answer: Answer | None = None
         self.scope: answer_cache.Scope | None = None
         self.vector: np.ndarray | None = None
+        self.hit_collection_ids: tuple[int, ...] = ()
         self.prepared = False
         self.embedding_cache = embedding_cache
 
@@ -134,14 +155,14 @@ class _Run:
         if caching_on:
             with self._timed("cache"):
                 hit = answer_cache.lookup_exact_named(
-                    self.collection_name, self.question, embedding_model=self.embedder.name, k=self.k
+                    self.caller, self.names, self.question, embedding_model=self.embedder.name, k=self.k
                 )
             if hit:
                 self.answer = self._from_hit(hit)
                 return
-        self.collection = get_collection(self.collection_name)
+        self.collections = visibility.resolve(self.caller, self.names)
         if caching_on:
-            self.scope = answer_cache.Scope.for_query(self.collection, embedding_model=self.embedder.name, k=self.k)
+            self.scope = answer_cache.Scope.for_query(self.collections, embedding_model=self.embedder.name, k=self.k)
         self.vector = self._embed()
         if self.scope is not None and self.vector is not None:
             with self._timed("cache"):
@@ -178,9 +199,10 @@ class _Run:
             yield from self._generate(stream)
 
     def _retrieve(self) -> Answer:
+        assert self.collections is not None
         with self._timed("retrieve"):
             sources = hybrid_search(
-                self.collection,
+                self.collections,
                 self.question,
                 self.k,
                 model_name=self.embedder.name,
@@ -191,7 +213,8 @@ class _Run:
             question=self.question,
             answer="",
             sources=sources,
-            collection=self.collection.name,
+            collection=self.collections.label,
+            collections=self.collections.sorted_names,
             cache=CacheOutcome.MISS if self.scope is not None else CacheOutcome.BYPASS,
             degraded=bool(self.reasons),
             degraded_reason="; ".join(self.reasons) or None,
@@ -206,8 +229,9 @@ class _Run:
             answer.answerable = False
             yield from self._deliver()
             return
+        assert self.collections is not None
         if not covers(
-            answer.sources, collection=self.collection, question=self.question, model_name=self.embedder.name
+            answer.sources, collection_ids=self.collections.ids, question=self.question, model_name=self.embedder.name
         ):
             answer.answer = NOT_COVERED
             answer.answerable = False
@@ -291,7 +315,9 @@ class _Run:
         answer = self.answer
         if self.scope is None or self.vector is None or answer is None or answer.degraded:
             return
-        if not self.trusted and answer_cache.is_full() and not query_log.asked_before(self.collection, self.question):
+        assert self.collections is not None
+        full = not self.trusted and answer_cache.is_full()
+        if full and not query_log.asked_before(self.collections.ids, self.question):
             count(unadmitted=1)
             return
         sources = [chunk.as_source() for chunk in answer.sources]
@@ -315,6 +341,7 @@ class _Run:
             answer.query_id = query_log.record(
                 question=answer.question,
                 collection=answer.collection,
+                collection_ids=self.collections.ids if self.collections else self.hit_collection_ids,
                 cache=answer.cache,
                 total_ms=answer.timings_ms["total"],
                 degraded=answer.degraded,
@@ -324,11 +351,16 @@ class _Run:
         return answer
 
     def _from_hit(self, hit: answer_cache.Hit) -> Answer:
+        if self.collections is not None:
+            names = self.collections.sorted_names
+        else:  # an exact hit by name: the lookup resolved the names
+            names, self.hit_collection_ids = list(hit.collections), hit.collection_ids
         return Answer(
             question=self.question,
             answer=hit.answer,
             sources=[RetrievedChunk.from_source(s) for s in hit.sources],
-            collection=self.collection_name,
+            collection=",".join(names),
+            collections=names,
             cache=hit.kind,
             timings_ms=self.timings,
             generator=hit.generator,

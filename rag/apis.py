@@ -12,21 +12,21 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from rag import jobs
+from rag import jobs, visibility
 from rag.access import DocumentAccess, has_key_or_session
 from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
 from rag.feedback import UnknownQuery, give_feedback
 from rag.ingestion import FileStatus, delete_document, ingest_document
-from rag.models import ApiKey, Document, Job
+from rag.models import ApiKey, Document
 from rag.parsers import SafeJSONParser
 from rag.readers import ReadError, media_type_for
 from rag.serializers import (
@@ -72,7 +72,8 @@ class QueryApi(APIView):
         data = serializer.validated_data
         arguments = {
             "question": data["question"],
-            "collection_name": data["collection"],
+            "caller": visibility.Caller.for_request(request),
+            "collections": data["collections"],
             "k": data["k"],
             "use_cache": data["use_cache"],
             # Anonymous answers are cached only once a question repeats (rag.answers).
@@ -82,8 +83,8 @@ class QueryApi(APIView):
             if data["stream"]:
                 return ndjson_response(stream_answer(**arguments))
             answer = answer_question(**arguments)
-        except CollectionNotFound:
-            raise NotFound(f"No collection named {data['collection']!r}.") from None
+        except CollectionNotFound as exc:
+            raise collection_not_found(exc) from None
         return Response(QueryOutSerializer(answer).data)
 
 
@@ -101,6 +102,7 @@ class FeedbackApi(APIView):
         data = serializer.validated_data
         try:
             feedback = give_feedback(
+                caller=visibility.Caller.for_request(request),
                 query_id=data["query_id"],
                 rating=data["rating"],
                 comment=data["comment"],
@@ -110,6 +112,14 @@ class FeedbackApi(APIView):
         except UnknownQuery:
             raise NotFound(f"No answer with query_id {data['query_id']}.") from None
         return Response(FeedbackOutSerializer(feedback).data, status=status.HTTP_201_CREATED)
+
+
+def collection_not_found(exc: CollectionNotFound) -> NotFound:
+    """The one answer for a collection that does not exist and for one the caller may not read."""
+    name = str(exc)
+    if name == visibility.EVERY:
+        return NotFound("There is no collection you may read.")
+    return NotFound(f"No collection named {name!r}.")
 
 
 def ndjson_response(events: Iterator[dict]) -> StreamingHttpResponse:
@@ -136,14 +146,26 @@ class DocumentListApi(generics.ListAPIView):
     permission_classes = [DocumentAccess]
 
     def get_queryset(self):
-        queryset = Document.objects.select_related("collection").order_by("id")
+        caller = visibility.Caller.for_request(self.request)
         name = self.request.query_params.get("collection")
         if name:
-            queryset = queryset.filter(collection__name=name)
-        return queryset
+            try:
+                collections = visibility.resolve(caller, [name])
+            except CollectionNotFound:
+                raise NotFound(f"No collection named {name!r}.") from None
+            documents = Document.objects.filter(collection_id__in=collections.ids)
+        else:
+            documents = visibility.documents(caller)
+        return documents.select_related("collection").order_by("id")
 
     @extend_schema(
-        parameters=[OpenApiParameter("collection", str, description="Only this collection's documents.")],
+        parameters=[
+            OpenApiParameter(
+                "collection",
+                str,
+                description="Only this collection's documents (else those of every collection you may read).",
+            )
+        ],
         responses={200: DocumentSerializer(many=True), **error_responses(400, 401, 404, 429, 503)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
@@ -165,6 +187,7 @@ class DocumentListApi(generics.ListAPIView):
         serializer = DocumentInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        writable_or_refuse(request, data["collection"])
         upload = data.get("file")
         if upload is not None:
             try:
@@ -226,15 +249,28 @@ class JobDetailApi(APIView):
 
     @extend_schema(responses={200: JobSerializer, **error_responses(401, 404, 429, 503)})
     def get(self, request: Request, pk: int) -> Response:
-        return Response(JobSerializer(get_object_or_404(Job, pk=pk)).data)
+        job = get_object_or_404(visibility.jobs(visibility.Caller.for_request(request)), pk=pk)
+        return Response(JobSerializer(job).data)
 
     @extend_schema(responses={200: JobSerializer, **error_responses(401, 403, 404, 409, 429, 503)})
     def delete(self, request: Request, pk: int) -> Response:
+        job = get_object_or_404(visibility.jobs(visibility.Caller.for_request(request)), pk=pk)
+        writable_or_refuse(request, job.collection)
         try:
-            job = jobs.cancel_job(job=get_object_or_404(Job, pk=pk))
+            job = jobs.cancel_job(job=job)
         except jobs.JobConflict as exc:
             raise Conflict(str(exc)) from None
         return Response(JobSerializer(job).data)
+
+
+def writable_or_refuse(request: Request, collection_name: str) -> None:
+    """403 when the caller may read the collection but not write to it; 404 when it may not read it."""
+    try:
+        visibility.collection_for_write(visibility.Caller.for_request(request), collection_name)
+    except CollectionNotFound as exc:
+        raise collection_not_found(exc) from None
+    except visibility.WriteRefused as exc:
+        raise PermissionDenied(str(exc)) from None
 
 
 class DocumentDetailApi(APIView):
@@ -242,13 +278,16 @@ class DocumentDetailApi(APIView):
 
     @extend_schema(responses={200: DocumentDetailSerializer, **error_responses(401, 404, 429, 503)})
     def get(self, request: Request, pk: int) -> Response:
+        documents = visibility.documents(visibility.Caller.for_request(request))
         document = get_object_or_404(
-            Document.objects.select_related("collection").annotate(chunk_count=Count("chunks")), pk=pk
+            documents.select_related("collection").annotate(chunk_count=Count("chunks")), pk=pk
         )
         return Response(DocumentDetailSerializer(document).data)
 
     @extend_schema(responses={204: None, **error_responses(401, 403, 404, 429, 503)})
     def delete(self, request: Request, pk: int) -> Response:
-        document = get_object_or_404(Document.objects.select_related("collection"), pk=pk)
+        documents = visibility.documents(visibility.Caller.for_request(request))
+        document = get_object_or_404(documents.select_related("collection"), pk=pk)
+        writable_or_refuse(request, document.collection.name)
         delete_document(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,8 +1,13 @@
-"""Finding collections by name, for every surface that names one."""
+"""Finding collections by name, for every surface that names one; deleting one.
+
+Who may read a collection is rag.visibility's business, not this module's.
+"""
 
 from __future__ import annotations
 
-from rag.models import Collection
+from django.db import transaction
+
+from rag.models import CachedAnswer, Collection
 
 
 class CollectionNotFound(Exception):
@@ -18,3 +23,10 @@ def get_collection(name: str, *, create: bool = False) -> Collection:
         return Collection.objects.get(name=name)
     except Collection.DoesNotExist:
         raise CollectionNotFound(name) from None
+
+
+def delete_collection(*, collection: Collection) -> None:
+    """Delete a collection, its documents, and every cached answer built (in part) from it."""
+    with transaction.atomic():
+        CachedAnswer.objects.filter(collection_ids__contains=[collection.pk]).delete()
+        collection.delete()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import connection
 
-from rag.models import Chunk, Collection
+from rag.models import Chunk
 from rag.retrieval import RetrievedChunk
 
 UNKNOWN_SHARE = 0.5
@@ -29,17 +29,18 @@ def relevance(chunks: Sequence[RetrievedChunk]) -> float | None:
     return max(values) if values else None
 
 
-def unknown_share(collection: Collection, question: str) -> float:
-    """The share of the question's words (full-text lexemes) that no chunk of the collection holds.
+def unknown_share(collection_ids: Sequence[int], question: str) -> float:
+    """The share of the question's words (full-text lexemes) that no chunk of the collections holds.
 
     One GIN index probe a word; asked only for questions near the floor.
     """
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM "
-            f"{Chunk._meta.db_table} c WHERE c.collection_id = %s AND c.search_vector @@ quote_literal(w)::tsquery)) "
+            f"{Chunk._meta.db_table} c WHERE c.collection_id = ANY(%s) "
+            "AND c.search_vector @@ quote_literal(w)::tsquery)) "
             "FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS w",
-            [collection.pk, question],
+            [list(collection_ids), question],
         )
         total, unknown = cursor.fetchone()
     return unknown / total if total else 0.0
@@ -51,7 +52,7 @@ def floors(model_name: str) -> tuple[float, float] | None:
     return table.get("*") or table.get(model_name)
 
 
-def covers(chunks: Sequence[RetrievedChunk], *, collection: Collection, question: str, model_name: str) -> bool:
+def covers(chunks: Sequence[RetrievedChunk], *, collection_ids: Sequence[int], question: str, model_name: str) -> bool:
     """False when the documents do not cover the question (see the module docstring). Passages
     that could not be judged (no question vector, no floors for the model) get the benefit of the doubt."""
     best = relevance(chunks)
@@ -62,5 +63,5 @@ def covers(chunks: Sequence[RetrievedChunk], *, collection: Collection, question
     if best < floor:
         return False
     if best < floor_unknown_words:
-        return unknown_share(collection, question) < UNKNOWN_SHARE
+        return unknown_share(collection_ids, question) < UNKNOWN_SHARE
     return True

@@ -26,6 +26,7 @@ from rag.answers import Answer, answer_question
 from rag.embeddings import get_embedder
 from rag.generation import PROMPT_VERSION
 from rag.models import EvalRun
+from rag.visibility import OPERATOR
 from resilience import config
 
 HIT_KS = (1, 5)
@@ -158,12 +159,18 @@ def evaluate(
     """
     if questions:
         answer_question(
-            question=questions[0].question, collection_name=collection_name, k=k, use_cache=False, log_query=False
+            question=questions[0].question,
+            caller=OPERATOR,
+            collection_name=collection_name,
+            k=k,
+            use_cache=False,
+            log_query=False,
         )
     results = []
     for item in questions:
         answer = answer_question(
             question=item.question,
+            caller=OPERATOR,  # run by an operator: any collection may be evaluated
             collection_name=collection_name,
             k=k,
             use_cache=False,

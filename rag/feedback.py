@@ -2,7 +2,9 @@
 
 A thumbs down from someone the service knows (a signed-in user or an API key holder) removes the
 answer from the cache, so the next asker gets a fresh one. An anonymous thumbs down is recorded
-but evicts nothing on its own: otherwise anyone could empty the cache.
+but evicts nothing on its own: otherwise anyone could empty the cache. Feedback is taken only on
+answers from collections the caller may read (rag.visibility): another team's query ids are
+answered as unknown.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
+from rag import visibility
 from rag.golden import GoldenQuestion
 from rag.models import CachedAnswer, Feedback, QueryLog
 from rag.text import question_hash
@@ -25,13 +28,22 @@ def evict_answer(log: QueryLog) -> int:
     """Delete the cached answers a logged question was (or would be) served from; how many."""
     questions = [log.question, *([log.matched_question] if log.matched_question else [])]
     hashes = {question_hash(q) for q in questions}
-    _, by_model = CachedAnswer.objects.filter(collection__name=log.collection, question_hash__in=hashes).delete()
+    entries = CachedAnswer.objects.filter(collection_ids=log.collection_ids, question_hash__in=hashes)
+    _, by_model = entries.delete()
     return by_model.get(CachedAnswer._meta.label, 0)
 
 
-def give_feedback(*, query_id: int, rating: str, comment: str = "", user: Any = None, api_key: Any = None) -> Feedback:
+def give_feedback(
+    *,
+    caller: visibility.Caller,
+    query_id: int,
+    rating: str,
+    comment: str = "",
+    user: Any = None,
+    api_key: Any = None,
+) -> Feedback:
     """Record a rating of a logged answer; a trusted thumbs down also evicts it from the cache."""
-    log = QueryLog.objects.filter(pk=query_id).first()
+    log = visibility.tagged(caller, QueryLog.objects.filter(pk=query_id)).first()
     if log is None:
         raise UnknownQuery(query_id)
     # A key holder's request.user is the key's identity, not an account: only accounts are users.

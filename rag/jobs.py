@@ -160,9 +160,9 @@ def queue_reembed(*, collections: list[str], backend: str | None, model: str | N
 
 
 @transaction.atomic
-def queue_warm_cache(*, questions: list[tuple[str, str]], concurrency: int) -> Job:
-    params = {"questions": [list(q) for q in questions], "concurrency": concurrency}
-    names = sorted({name for name, _ in questions})
+def queue_warm_cache(*, questions: list[tuple[tuple[str, ...], str]], concurrency: int) -> Job:
+    params = {"questions": [[list(names), question] for names, question in questions], "concurrency": concurrency}
+    names = sorted({name for collections, _ in questions for name in collections})
     return _defer(
         Job.objects.create(
             kind=JobKind.WARM_CACHE, collection=",".join(names)[:64], params=params, total=len(questions)

@@ -4,7 +4,8 @@ Postgres's parser drops punctuation, so ``:=``, ``**`` or ``~x`` reach the full-
 nothing at all, and a misspelt word ("statment") matches no chunk. The words the documents use
 for an operator are added to the question, and a word that no chunk holds is joined by the
 collection's closest word (a difflib ratio of at least 0.8 between the two stems), so "asert
-statment" also looks for "assert statement". The question itself, embedded for the vector
+statment" also looks for "assert statement". Only the vocabulary of the collections asked (those
+the caller may read: rag.visibility) is consulted. The question itself, embedded for the vector
 search, is left as asked.
 """
 
@@ -16,7 +17,8 @@ import threading
 
 from django.db import connection
 
-from rag.models import Chunk, Collection
+from rag.models import Chunk
+from rag.visibility import CollectionSet
 
 # Longest first: "**" before "*", "//" before "/".
 OPERATORS = {
@@ -46,9 +48,9 @@ _vocabularies: dict[tuple[int, int], frozenset[str]] = {}
 _lock = threading.Lock()
 
 
-def vocabulary(collection: Collection) -> frozenset[str]:
+def vocabulary(collection_id: int, corpus_version: int) -> frozenset[str]:
     """Every full-text lexeme of the collection's chunks, kept per corpus version."""
-    key = (collection.pk, collection.corpus_version)
+    key = (collection_id, corpus_version)
     with _lock:
         found = _vocabularies.get(key)
     if found is not None:
@@ -56,11 +58,11 @@ def vocabulary(collection: Collection) -> frozenset[str]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT word FROM ts_stat('SELECT search_vector FROM {Chunk._meta.db_table} WHERE collection_id = "
-            f"{int(collection.pk)}')"
+            f"{int(collection_id)}')"
         )
         found = frozenset(row[0] for row in cursor.fetchall())
     with _lock:
-        for stale in [k for k in _vocabularies if k[0] == collection.pk]:
+        for stale in [k for k in _vocabularies if k[0] == collection_id]:
             del _vocabularies[stale]
         _vocabularies[key] = found
     return found
@@ -78,10 +80,11 @@ def _lexemes(words: list[str]) -> list[tuple[str, str]]:
         return [(word, lexeme) for word, lexeme in cursor.fetchall() if lexeme and " " not in lexeme]
 
 
-def search_text(collection: Collection, question: str) -> str:
+def search_text(collections: CollectionSet, question: str) -> str:
     """The question with operator names and corrections of misspelt words appended."""
     extra = [OPERATORS[op] for op in _OPERATOR.findall(question)]
-    known = vocabulary(collection)
+    scope = zip(collections.ids, collections.versions, strict=True)
+    known = frozenset().union(*(vocabulary(pk, version) for pk, version in scope))
     for _, lexeme in _lexemes(_WORD.findall(question.lower())):
         if lexeme in known:
             continue

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
 
 from rag import metrics, sql
 from rag.cache_counters import increment_sql, lookup_counter, safely
-from rag.models import CacheOutcome, Collection, QueryLog
+from rag.models import CacheOutcome, QueryLog
 from rag.text import question_hash
 
 
-def asked_before(collection: Collection, question: str) -> bool:
-    """Whether the query log holds this question (normalised) for this collection."""
+def asked_before(collection_ids: Sequence[int], question: str) -> bool:
+    """Whether the query log holds this question (normalised) asked of these very collections."""
     return safely(
         "query log lookup",
-        lambda: QueryLog.objects.filter(collection=collection.name, question_hash=question_hash(question)).exists(),
+        lambda: QueryLog.objects.filter(
+            question_hash=question_hash(question), collection_ids=sorted(collection_ids)
+        ).exists(),
         default=False,
     )
 
@@ -25,6 +28,7 @@ def record(
     *,
     question: str,
     collection: str,
+    collection_ids: Sequence[int],
     cache: CacheOutcome,
     total_ms: float,
     degraded: bool,
@@ -32,8 +36,11 @@ def record(
     answerable: bool = True,
 ) -> int | None:
     """Log and count one answered question; its log row's id (what feedback names), None when the
-    log could not be written. Never raises: a failed log must not fail the answer."""
-    row = (question, collection, cache, total_ms, degraded, matched_question, answerable)
+    log could not be written. Never raises: a failed log must not fail the answer.
+
+    ``collection`` is the names as shown ("eng,hr"); ``collection_ids`` decide who may see the row.
+    """
+    row = (question, collection, sorted(collection_ids), cache, total_ms, degraded, matched_question, answerable)
     query_id = safely("query log", _log, *row, default=None)
     metrics.record_query(cache=cache, degraded=degraded, seconds=total_ms / 1000)
     return query_id
@@ -42,6 +49,7 @@ def record(
 def _log(
     question: str,
     collection: str,
+    collection_ids: list[int],
     cache: CacheOutcome,
     total_ms: float,
     degraded: bool,
@@ -56,6 +64,7 @@ def _log(
         question,
         question_hash(question),
         collection,
+        collection_ids,
         str(cache),
         total_ms,
         degraded,
@@ -65,9 +74,9 @@ def _log(
     with connection.cursor() as cursor:
         cursor.execute(
             sql.lazily(
-                f"{count_sql}; INSERT INTO {QueryLog._meta.db_table} "
-                "(question, question_hash, collection, cache, latency_ms, degraded, matched_question, answerable, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now()) RETURNING id"
+                f"{count_sql}; INSERT INTO {QueryLog._meta.db_table} (question, question_hash, collection, "
+                "collection_ids, cache, latency_ms, degraded, matched_question, answerable, created_at) "
+                "VALUES (%s, %s, %s, %s::bigint[], %s, %s, %s, %s, %s, now()) RETURNING id"
             ),
             params,
         )

@@ -34,6 +34,7 @@ class Candidate:
     # (position, text, cosine similarity to the question) of the chunk's sentences, when reranked
     sentences: list[tuple[int, str, float]] = field(default_factory=list)
     best_sentence: float | None = None
+    collection: str = ""  # the collection's name
 
 
 def join_texts(first: str, second: str) -> str:

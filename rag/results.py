@@ -24,7 +24,8 @@ class Answer:
     question: str
     answer: str
     sources: list[RetrievedChunk]
-    collection: str
+    collection: str  # the names as one string: "default", or "eng,hr" for several
+    collections: list[str] = field(default_factory=list)  # the names, sorted
     cache: CacheOutcome = CacheOutcome.MISS
     degraded: bool = False
     degraded_reason: str | None = None
@@ -46,6 +47,7 @@ class Answer:
             "type": "meta",
             "question": self.question,
             "collection": self.collection,
+            "collections": self.collections,
             "sources": [chunk.as_source() for chunk in self.sources],
             "cache": self.cache,
             "degraded": self.degraded,

@@ -1,7 +1,9 @@
 """Hybrid retrieval: pgvector cosine neighbours and Postgres full-text ranking, fused by RRF.
 
-Both searches run inside one collection. Reciprocal rank fusion (score = sum of 1 / (60 + rank))
-needs no score calibration between the two lists, and a chunk found by both rises to the top.
+Both searches run inside the collections a question is asked of: their ids are in each search's
+SQL (rag.visibility resolved them, and only those the caller may read). Reciprocal rank fusion
+(score = sum of 1 / (60 + rank)) needs no score calibration between the two lists, and a chunk
+found by both rises to the top.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from django.db import OperationalError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from rag import sql, vector_plan
-from rag.models import Chunk, Collection
+from rag.models import Chunk
 from rag.query import search_text
 from rag.ranking import Candidate, diversify, rerank
+from rag.visibility import CollectionSet
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class RetrievedChunk:
     # extractive answer picks from them.
     sentences: list[tuple[int, str, float]] = field(default_factory=list, repr=False)
     relevance: float | None = None  # how well the best of its sentences matches the question
+    collection: str = ""  # the collection's name
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -56,6 +60,7 @@ class RetrievedChunk:
             "text": self.text,
             "chunk_ids": self.chunk_ids or [self.chunk_id],
             "heading": self.heading or self.title,
+            "collection": self.collection,
         }
 
     @classmethod
@@ -69,6 +74,7 @@ class RetrievedChunk:
             score=source["score"],
             chunk_ids=source.get("chunk_ids") or [source["id"]],
             heading=source.get("heading") or source["title"],
+            collection=source.get("collection", ""),
         )
 
     @classmethod
@@ -84,6 +90,7 @@ class RetrievedChunk:
             heading=candidate.heading or candidate.title,
             sentences=candidate.sentences,
             relevance=candidate.best_sentence,
+            collection=candidate.collection,
         )
 
 
@@ -136,8 +143,8 @@ def query_terms(question: str) -> str:
         return cursor.fetchone()[0]
 
 
-def text_search(collection: Collection, question: str, limit: int) -> list[tuple[int, float]]:
-    """(chunk id, rank) of the chunks that best match the question's words.
+def text_search(collection_ids: Sequence[int], question: str, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, rank) of the chunks of the collections that best match the question's words.
 
     Runs under ``RAGSITE_RETRIEVAL_TIMEOUT_MS``: past it the full-text list is given up (and
     logged), and the caller ranks by vectors alone rather than holding a worker.
@@ -145,12 +152,12 @@ def text_search(collection: Collection, question: str, limit: int) -> list[tuple
     statement = (
         f"WITH q AS ({_TSQUERY}) "
         "SELECT c.id, ts_rank_cd(c.search_vector, q.query, 32) AS rank "
-        "FROM rag_chunk c, q WHERE c.collection_id = %s AND q.query::text <> '' "
+        "FROM rag_chunk c, q WHERE c.collection_id = ANY(%s) AND q.query::text <> '' "
         "AND c.search_vector @@ q.query ORDER BY rank DESC, c.id LIMIT %s"
     )
     try:
         with statement_timeout(settings.RAGSITE_RETRIEVAL_TIMEOUT_MS) as cursor:
-            cursor.execute(statement, [question, MAX_QUERY_TERMS, collection.pk, limit])
+            cursor.execute(statement, [question, MAX_QUERY_TERMS, list(collection_ids), limit])
             return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
     except OperationalError as exc:
         if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
@@ -188,7 +195,7 @@ def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
 
 
 def candidates(
-    collection: Collection,
+    collections: CollectionSet,
     question: str,
     *,
     model_name: str | None = None,
@@ -196,14 +203,15 @@ def candidates(
     limit: int = CANDIDATES,
 ) -> list[Candidate]:
     """The first stage: the best of each ranking, fused, with their chunks' text and documents."""
-    vector_hits = vector_search([collection.pk], model_name, query_vector, limit) if query_vector is not None else []
-    text_hits = text_search(collection, search_text(collection, question), limit)
+    ids = collections.ids
+    vector_hits = vector_search(ids, model_name, query_vector, limit) if query_vector is not None else []
+    text_hits = text_search(ids, search_text(collections, question), limit)
     fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
     if not fused:
         return []
     similarity = dict(vector_hits)
     rows = (
-        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused])
+        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused], collection_id__in=ids)
         .select_related("document")
         .defer("embedding", "search_vector", "document__sha256")
     )
@@ -224,13 +232,14 @@ def candidates(
                 score=score,
                 similarity=similarity.get(chunk_id),
                 heading=chunk.heading,
+                collection=collections.name_of(chunk.collection_id),
             )
         )
     return found
 
 
 def hybrid_search(
-    collection: Collection,
+    collections: CollectionSet,
     question: str,
     k: int,
     *,
@@ -248,7 +257,7 @@ def hybrid_search(
     timings = {} if timings is None else timings
     started = time.perf_counter()
     found = candidates(
-        collection, question, model_name=model_name, query_vector=query_vector, limit=max(CANDIDATES, 2 * k)
+        collections, question, model_name=model_name, query_vector=query_vector, limit=max(CANDIDATES, 2 * k)
     )
     reranked = time.perf_counter()
     timings["search"] = round((reranked - started) * 1000, 2)

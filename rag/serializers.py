@@ -4,6 +4,26 @@ from django.conf import settings
 from rest_framework import serializers
 
 from rag.models import CacheOutcome, Collection, Document, JobStatus, collection_name_validator
+from rag.visibility import EVERY
+
+# Collections one question may be asked of at once.
+MAX_COLLECTIONS = 50
+
+
+class CollectionNamesField(serializers.ListField):
+    """Collection names, or ["*"]: every collection the caller may read."""
+
+    child = serializers.CharField(max_length=64)
+
+    def to_internal_value(self, data: object) -> list[str]:
+        names = super().to_internal_value(data)
+        if EVERY in names:
+            if len(names) > 1:
+                raise serializers.ValidationError(f'"{EVERY}" stands for every collection you may read: send it alone.')
+            return names
+        for name in names:
+            collection_name_validator(name)
+        return sorted(set(names))
 
 
 class QueryInSerializer(serializers.Serializer):
@@ -12,6 +32,13 @@ class QueryInSerializer(serializers.Serializer):
         required=False, allow_blank=True, trim_whitespace=True, help_text="Alias of question."
     )
     collection = serializers.CharField(default="default", max_length=64, validators=[collection_name_validator])
+    collections = CollectionNamesField(
+        required=False,
+        min_length=1,
+        max_length=MAX_COLLECTIONS,
+        help_text=f'Ask several collections at once (instead of "collection"), or ["{EVERY}"]: every collection '
+        "you may read. Each source names its collection.",
+    )
     k = serializers.IntegerField(default=5, min_value=1, max_value=settings.RAGSITE_MAX_K)
     use_cache = serializers.BooleanField(
         default=True,
@@ -32,6 +59,9 @@ class QueryInSerializer(serializers.Serializer):
             )
         attrs["question"] = question
         attrs.pop("query", None)
+        if "collections" in attrs and "collection" in self.initial_data:
+            raise serializers.ValidationError({"collections": ['Send "collection" or "collections", not both.']})
+        attrs["collections"] = attrs.get("collections") or [attrs["collection"]]
         return attrs
 
 
@@ -46,12 +76,14 @@ class SourceSerializer(serializers.Serializer):
         child=serializers.IntegerField(), help_text="The chunks of this source: neighbouring chunks are merged."
     )
     heading = serializers.CharField(help_text="Where in its document the source is: title > section > subsection.")
+    collection = serializers.CharField(help_text="The collection the passage is from.")
 
 
 class QueryOutSerializer(serializers.Serializer):
     question = serializers.CharField()
     answer = serializers.CharField()
-    collection = serializers.CharField()
+    collection = serializers.CharField(help_text='The collection asked, or the names of several joined: "eng,hr".')
+    collections = serializers.ListField(child=serializers.CharField(), help_text="The collections asked, sorted.")
     sources = SourceSerializer(many=True)
     cache = serializers.ChoiceField(
         choices=CacheOutcome.values,

@@ -133,7 +133,11 @@ def warm(context: JobContext, job_id: int) -> str:
     if job is None:
         return "skipped"
     with attempt_of(job, attempt):
-        questions = [(name, question) for name, question in job.params["questions"]]
+        # Each question's collections (a name alone in jobs queued before questions spanned several).
+        questions = [
+            ((names,) if isinstance(names, str) else tuple(names), question)
+            for names, question in job.params["questions"]
+        ]
         done = 0
 
         def report(question: warming.Question, outcome: warming.Outcome) -> None:

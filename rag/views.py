@@ -2,31 +2,50 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from urllib.parse import quote
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 from rest_framework import exceptions
 
+from rag import visibility
 from rag.access import ApiKeyAuthentication, enforce
 from rag.answers import answer_question
 from rag.apis import QueryApi
 from rag.collections import CollectionNotFound
 from rag.feedback import UnknownQuery, give_feedback
-from rag.models import Collection, collection_name_validator
+from rag.models import collection_name_validator
+from rag.serializers import MAX_COLLECTIONS
 
 logger = logging.getLogger(__name__)
 
 
+class CollectionNamesField(forms.Field):
+    """The ticked collections: ``?collection=eng&collection=hr``."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: object) -> list[str]:
+        return [name for name in (value or []) if name]  # type: ignore[union-attr]
+
+    def validate(self, value: list[str]) -> None:
+        if len(value) > MAX_COLLECTIONS:
+            raise ValidationError(f"Pick at most {MAX_COLLECTIONS} collections.")
+        for name in value:
+            collection_name_validator(name)
+
+
 class SearchForm(forms.Form):
     q = forms.CharField(label="Question", max_length=settings.RAGSITE_MAX_QUESTION_CHARS, strip=True)
-    collection = forms.CharField(required=False, max_length=64, validators=[collection_name_validator])
+    collection = CollectionNamesField(required=False)
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.RAGSITE_MAX_K)
 
 
@@ -55,6 +74,8 @@ def search(request: HttpRequest) -> HttpResponse:
     error = None
     sign_in_url = None
     collections: list[str] = []
+    default = ["default"]
+    picked: list[str] = form["collection"].value() or []
     headers: dict[str, str] = {}
     status = 400 if (form.is_bound and not form.is_valid()) else 200
     try:
@@ -64,17 +85,24 @@ def search(request: HttpRequest) -> HttpResponse:
             if status != 429:
                 sign_in_url = "/admin/login/?next=" + quote(request.get_full_path(), safe="/")
         else:
-            collections = list(Collection.objects.values_list("name", flat=True))
+            caller = visibility.Caller.for_request(request)
+            # The collections this visitor may read, and nothing of the others (not even their names).
+            collections = list(visibility.readable(caller).values_list("name", flat=True))
+            # Nothing ticked: the default collection as in the API, or all when it is not readable.
+            default = ["default"] if "default" in collections else [visibility.EVERY]
             if form.is_valid():
                 data = form.cleaned_data
                 answer = answer_question(
                     question=data["q"],
-                    collection_name=data["collection"] or "default",
+                    caller=caller,
+                    collections=data["collection"] or default,
                     k=data["k"] or 5,
                     trusted=request.user.is_authenticated,
                 )
-    except CollectionNotFound:
-        error, status = f"No collection named {form.cleaned_data['collection']!r}.", 404
+    except CollectionNotFound as exc:
+        name = str(exc)
+        error = "There is no collection you may read." if name == visibility.EVERY else f"No collection named {name!r}."
+        status = 404
     except DatabaseError:
         logger.exception("search page: database unavailable")
         collections = []
@@ -86,6 +114,8 @@ def search(request: HttpRequest) -> HttpResponse:
         "error": error,
         "sign_in_url": sign_in_url,
         "collections": collections,
+        "picked": picked,
+        "default_collections": json.dumps(default),
     }
     response = render(request, "rag/search.html", context, status=status)
     for name, value in headers.items():
@@ -126,7 +156,11 @@ def feedback(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     try:
         context["feedback"] = give_feedback(
-            query_id=data["query_id"], rating=data["rating"], comment=data["comment"], user=request.user
+            caller=visibility.Caller.for_request(request),
+            query_id=data["query_id"],
+            rating=data["rating"],
+            comment=data["comment"],
+            user=request.user,
         )
     except UnknownQuery:
         context["error"] = "That answer is no longer known; ask again."

@@ -1,7 +1,10 @@
 """Cache warming: answer questions ahead of time so that users get cache hits.
 
 Used by ``manage.py warm_cache`` and by the warm-up job. Questions already cached are left alone,
-so warming again is safe.
+so warming again is safe. Each question is warmed for the very collections it is asked of: a
+cached answer is keyed by that exact set, so a question warmed for ("eng", "hr") serves no one who
+asks ("hr",). Warming runs as the operator (it may read every collection); who may then be served
+an answer is decided at each lookup (rag.visibility).
 """
 
 from __future__ import annotations
@@ -14,28 +17,29 @@ from django.db import connections
 from rag.answers import answer_question
 from rag.models import CacheOutcome
 from rag.text import question_hash
+from rag.visibility import OPERATOR
 
-Question = tuple[str, str]  # (collection, question)
+Question = tuple[tuple[str, ...], str]  # (collections, question)
 # outcome is warmed | cached | failed, with a reason when failed
 Outcome = tuple[str, str]
 
 
 def unique(questions: list[Question]) -> list[Question]:
     """Spellings of one question (same normalised hash) are warmed once."""
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[tuple[str, ...], str]] = set()
     out = []
-    for name, question in questions:
-        key = (name, question_hash(question))
+    for collections, question in questions:
+        key = (collections, question_hash(question))
         if key not in seen:
             seen.add(key)
-            out.append((name, question))
+            out.append((collections, question))
     return out
 
 
 def warm_one(job: Question) -> Outcome:
-    name, question = job
+    collections, question = job
     try:
-        answer = answer_question(question=question, collection_name=name, log_query=False)
+        answer = answer_question(question=question, caller=OPERATOR, collections=list(collections), log_query=False)
     except Exception as exc:  # one bad question must not stop the others
         return "failed", f"{type(exc).__name__}: {exc}"
     if answer.cache in (CacheOutcome.EXACT, CacheOutcome.SEMANTIC) and not answer.stale:

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from rag import cache_counters
+from rag import cache_counters, visibility
 from rag.models import Job, JobStatus, QueryLog
 from resilience import config, orders
 from resilience.breaker import all_breakers
@@ -148,8 +148,9 @@ def cache_figures() -> dict[str, Any] | None:
         return None
 
 
-def job_figures(now: datetime) -> dict[str, Any]:
-    """The queue's depth (waiting, running) and the jobs that failed in the last hour."""
+def job_figures(now: datetime, caller: visibility.Caller) -> dict[str, Any]:
+    """The queue's depth (waiting, running) and the jobs that failed in the last hour (listed: those
+    of collections ``caller`` may read)."""
     counts = dict(
         Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
         .values_list("status")
@@ -161,7 +162,7 @@ def job_figures(now: datetime) -> dict[str, Any]:
         "queued": counts.get(JobStatus.QUEUED, 0),
         "running": counts.get(JobStatus.RUNNING, 0),
         "failed_last_hour": failed.count(),
-        "recent_failures": list(failed.order_by("-finished_at")[:5]),
+        "recent_failures": list((failed & visibility.jobs(caller)).order_by("-finished_at")[:5]),
     }
 
 
@@ -183,7 +184,7 @@ def overview(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
         "breakers": breaker_summary(now),
         "cache": cache_figures(),
         "pool": pool_use(),
-        "jobs": job_figures(now),
+        "jobs": job_figures(now, visibility.Caller.for_user(request.user)),
         "settings": config.current(),
         "volume": bar_chart([m["count"] for m in minutes], labels),
         "latency": line_chart({"p50": [m["p50"] for m in minutes], "p95": [m["p95"] for m in minutes]}, times),

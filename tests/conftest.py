@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("RAGSITE_ACCESS_IP_RATE", "1000000/minute")
 os.environ.setdefault("RAGSITE_ACCESS_KEY_RATE", "1000000/minute")
 
-pytest_plugins = ["tests.fixtures_resilience"]
+pytest_plugins = ["tests.fixtures_resilience", "tests.fixtures_teams"]
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -129,9 +129,10 @@ def make_pdf():
 
 @pytest.fixture
 def api_key(db) -> str:
+    """A key that reads and writes everything (a key issued before scopes existed)."""
     from rag.models import ApiKey
 
-    _, key = ApiKey.issue(name="tests")
+    _, key = ApiKey.issue(name="tests", all_collections=True, can_write=True)
     return key
 
 

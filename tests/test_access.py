@@ -49,7 +49,7 @@ def test_writes_without_a_key_are_refused(client):
 
 
 def test_a_key_allows_writes_and_is_stored_hashed(client):
-    row, key = ApiKey.issue(name="ci")
+    row, key = ApiKey.issue(name="ci", all_collections=True, can_write=True)
     assert key.startswith("rsk_") and key not in (row.key_hash, row.prefix)
     assert post_doc(client, HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 201
     row.refresh_from_db()
@@ -133,7 +133,7 @@ def test_each_key_has_its_own_budget(client, demo_corpus, resilience_config):
 def test_staff_issue_a_key_in_the_admin_and_see_it_once(client):
     staff = User.objects.create_superuser("boss", password="x")
     client.force_login(staff)
-    response = client.post("/admin/rag/apikey/add/", {"name": "mobile app"})
+    response = client.post("/admin/rag/apikey/add/", {"name": "mobile app", "all_collections": "on", "can_write": "on"})
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     key = re.search(r'<code id="api-key"[^>]*>(rsk_[\w-]+)</code>', response.content.decode()).group(1)

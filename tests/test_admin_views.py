@@ -160,8 +160,8 @@ def cached_answers(db) -> list[CachedAnswer]:
     vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
     return [
         CachedAnswer.objects.create(
-            collection=collection,
-            corpus_version=collection.corpus_version,
+            collection_ids=[collection.pk],
+            corpus_versions=[collection.corpus_version],
             embedding_model="local/all-MiniLM-L6-v2",
             generation="extractive",
             prompt_version="1",

@@ -80,9 +80,7 @@ def ask(browser, base: str, question: str, collection: str | None = None):
         ".observe(document.body, {subtree: true, childList: true, characterData: true});"
     )
     if collection is not None:
-        from selenium.webdriver.support.ui import Select
-
-        Select(browser.find_element(By.NAME, "collection")).select_by_value(collection)
+        browser.find_element(By.CSS_SELECTOR, f"input[name=collection][value='{collection}']").click()
     box = browser.find_element(By.NAME, "q")
     box.clear()
     box.send_keys(question, Keys.ENTER)
@@ -141,7 +139,7 @@ def api_key_committed(demo_corpus, django_db_blocker) -> str:
     from rag.models import ApiKey
 
     with django_db_blocker.unblock():
-        _, key = ApiKey.issue(name="browser test")
+        _, key = ApiKey.issue(name="browser test", all_collections=True, can_write=True)
     return key
 
 

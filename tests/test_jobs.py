@@ -131,12 +131,13 @@ def test_a_reembed_job_converts_every_chunk_and_counts_them(ollama_facilities):
 
 
 def test_a_warm_up_job_caches_its_questions(ollama_facilities):
-    questions = [("facilities", "Where is the boiler room?"), ("facilities", "When is lunch served?")]
+    questions = [(("facilities",), "Where is the boiler room?"), (("facilities",), "When is lunch served?")]
     job = jobs.queue_warm_cache(questions=questions, concurrency=1)
     tasks.warm(FirstAttempt(), job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.DONE and job.done == job.total == 2 and job.reason == ""
-    assert CachedAnswer.objects.filter(collection__name="facilities").count() == 2
+    facilities = Collection.objects.get(name="facilities").pk
+    assert CachedAnswer.objects.filter(collection_ids=[facilities]).count() == 2
 
 
 # HOUSEKEEPING

@@ -110,7 +110,7 @@ def ollama(fake) -> Iterator[FakeOllama]:
 
 
 def test_a_queued_upload_is_done_by_a_worker_and_a_cancelled_one_never_runs(ollama, tmp_path: Path):
-    _, key = ApiKey.issue(name="queue tests")
+    _, key = ApiKey.issue(name="queue tests", all_collections=True, can_write=True)
     client = Client(HTTP_AUTHORIZATION=f"Bearer {key}")
 
     def upload(name: str, data: bytes) -> dict:

@@ -27,7 +27,9 @@ def test_query_answers_with_numbered_sources(client, demo_corpus):
     assert body["question"] == "What does the yield statement do?"
     assert body["sources"][0]["source"] == "pydoc:yield"
     assert len(body["sources"]) == 5
-    assert set(body["sources"][0]) == {"id", "document_id", "title", "source", "score", "text", "chunk_ids", "heading"}
+    fields = {"id", "document_id", "title", "source", "score", "text", "chunk_ids", "heading", "collection"}
+    assert set(body["sources"][0]) == fields
+    assert body["sources"][0]["collection"] == "default" and body["collections"] == ["default"]
     assert "[1]" in body["answer"] and "yield" in body["answer"].lower()
     assert body["cache"] in ("miss", "exact", "semantic")
     assert body["degraded"] is False and body["degraded_reason"] is None

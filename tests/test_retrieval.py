@@ -9,11 +9,17 @@ from django.db import connection
 
 from rag.answers import answer_question
 from rag.embeddings import get_embedder
+from rag.models import Collection
 from rag.query import search_text
 from rag.ranking import Candidate, diversify
 from rag.retrieval import MAX_QUERY_TERMS, fuse, hybrid_search, query_terms, vector_search
+from rag.visibility import OPERATOR, CollectionSet, resolve
 
 pytestmark = pytest.mark.django_db
+
+
+def scope(collection: Collection) -> CollectionSet:
+    return resolve(OPERATOR, [collection.name])
 
 
 @pytest.mark.parametrize(
@@ -28,7 +34,7 @@ pytestmark = pytest.mark.django_db
 def test_hybrid_search_ranks_the_right_topic_first(demo_corpus, question, topic):
     embedder = get_embedder()
     vector = embedder.embed([question])[0]
-    results = hybrid_search(demo_corpus, question, 5, model_name=embedder.name, query_vector=vector)
+    results = hybrid_search(scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=vector)
     assert results[0].source == topic
     assert len(results) == 5
 
@@ -38,13 +44,13 @@ def test_a_topic_that_a_longer_document_also_covers_is_still_among_the_first(dem
     embedder = get_embedder()
     question = "What is a lambda expression?"
     results = hybrid_search(
-        demo_corpus, question, 5, model_name=embedder.name, query_vector=embedder.embed([question])[0]
+        scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=embedder.embed([question])[0]
     )
     assert "pydoc:lambda" in [r.source for r in results[:2]]
 
 
 def test_full_text_alone_still_finds_the_topic(demo_corpus):
-    results = hybrid_search(demo_corpus, "yield statement generator", 5)
+    results = hybrid_search(scope(demo_corpus), "yield statement generator", 5)
     assert "pydoc:yield" in [r.source for r in results[:3]]
     # Without a vector only chunks holding the words (in their text or headings) can be found.
     words = ("yield", "statement", "generator")
@@ -60,7 +66,7 @@ def test_a_chunk_found_by_both_lists_beats_one_found_by_one():
 def test_vectors_of_another_model_are_never_compared(demo_corpus):
     embedder = get_embedder()
     vector = embedder.embed(["What does the yield statement do?"])[0]
-    results = hybrid_search(demo_corpus, "zzzz qqqq", 5, model_name="ollama/other-model", query_vector=vector)
+    results = hybrid_search(scope(demo_corpus), "zzzz qqqq", 5, model_name="ollama/other-model", query_vector=vector)
     assert results == []
 
 
@@ -84,11 +90,11 @@ def long_question(length: int = 2000) -> str:
 
 
 def median_seconds(question: str, runs: int = 5) -> float:
-    answer_question(question=question, use_cache=False)  # the question's embedding is cached now
+    answer_question(question=question, caller=OPERATOR, use_cache=False)  # the question's embedding is cached now
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        answer_question(question=question, use_cache=False)
+        answer_question(question=question, caller=OPERATOR, use_cache=False)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -110,7 +116,7 @@ def test_full_text_search_asks_for_the_longest_distinct_terms_only(db):
 
 
 def test_quotes_and_backslashes_in_a_question_are_just_words(demo_corpus):
-    results = hybrid_search(demo_corpus, "O'Reilly's yield statement C:\\temp\\x 'quoted' \\", 5)
+    results = hybrid_search(scope(demo_corpus), "O'Reilly's yield statement C:\\temp\\x 'quoted' \\", 5)
     assert "pydoc:yield" in [r.source for r in results]
 
 
@@ -120,7 +126,7 @@ def test_a_cancelled_full_text_search_degrades_to_vector_ranking(client, demo_co
     embedder = get_embedder()
     vector = embedder.embed([question])[0]
     with caplog.at_level(logging.WARNING, logger="rag.retrieval"):
-        results = hybrid_search(demo_corpus, question, 5, model_name=embedder.name, query_vector=vector)
+        results = hybrid_search(scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=vector)
     assert "full-text search cancelled after 1 ms" in caplog.text
     assert len(results) == 5
     nearest = [chunk_id for chunk_id, _ in vector_search([demo_corpus.pk], embedder.name, vector, 20)]
@@ -139,8 +145,8 @@ def test_one_document_takes_one_place_and_the_first_five_of_ten_are_the_five(dem
     embedder = get_embedder()
     question = "What does the yield statement do?"
     vector = embedder.embed([question])[0]
-    five = hybrid_search(demo_corpus, question, 5, model_name=embedder.name, query_vector=vector)
-    ten = hybrid_search(demo_corpus, question, 10, model_name=embedder.name, query_vector=vector)
+    five = hybrid_search(scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=vector)
+    ten = hybrid_search(scope(demo_corpus), question, 10, model_name=embedder.name, query_vector=vector)
     assert len({r.document_id for r in ten}) == 10
     assert [r.chunk_id for r in ten[:5]] == [r.chunk_id for r in five]
 
@@ -164,7 +170,7 @@ def test_neighbouring_chunks_of_a_document_are_merged_into_one_source():
 
 def test_small_typos_and_code_operators_still_reach_the_full_text_search(demo_corpus):
     # Full text alone (no question vector): only the corrected words can find the topic.
-    assert hybrid_search(demo_corpus, "asert statment", 3)[0].source == "pydoc:assert"
-    assert search_text(demo_corpus, "what does x := 5 do").endswith("assignment expression")
-    assert "floor division" in search_text(demo_corpus, "a // b")
-    assert search_text(demo_corpus, "What does the yield statement do?") == "What does the yield statement do?"
+    assert hybrid_search(scope(demo_corpus), "asert statment", 3)[0].source == "pydoc:assert"
+    assert search_text(scope(demo_corpus), "what does x := 5 do").endswith("assignment expression")
+    assert "floor division" in search_text(scope(demo_corpus), "a // b")
+    assert search_text(scope(demo_corpus), "What does the yield statement do?") == "What does the yield statement do?"

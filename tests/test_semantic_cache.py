@@ -19,10 +19,12 @@ from django.test import Client
 from rag import answer_cache as cache
 from rag import cache_counters, sql
 from rag.answers import answer_question, stream_answer
+from rag.collections import delete_collection
 from rag.embeddings import LocalEmbedder
 from rag.ingestion import SourceItem, delete_document, ingest_document, ingest_items
 from rag.models import CachedAnswer, Collection, Document, QueryLog
 from rag.near_miss import near_miss_reason
+from rag.visibility import OPERATOR, resolve
 from ragsite import liveserver
 from tests import live
 
@@ -110,8 +112,9 @@ def ask(client, question: str, collection: str = COLLECTION, **extra) -> dict:
     return response.json()
 
 
-def scope_of(collection: Collection, **changes) -> cache.Scope:
-    scope = cache.Scope.for_query(collection, embedding_model=LocalEmbedder().name, k=5)
+def scope_of(*collections: Collection, **changes) -> cache.Scope:
+    names = [collection.name for collection in collections]
+    scope = cache.Scope.for_query(resolve(OPERATOR, names), embedding_model=LocalEmbedder().name, k=5)
     return cache.Scope(**{**scope.__dict__, **changes})
 
 
@@ -214,11 +217,11 @@ def test_entries_expire_after_the_ttl_and_hits_do_not_extend_it(client, corpus, 
     assert ask(client, YIELD_Q)["cache"] == "miss"
     clock.advance(99)
     assert ask(client, YIELD_Q)["cache"] == "exact"
-    assert CachedAnswer.objects.get(collection=corpus).is_fresh(cache.now(), 100)
+    assert CachedAnswer.objects.get(collection_ids=[corpus.pk]).is_fresh(cache.now(), 100)
     clock.advance(2)  # 101 s after creation; the hit at 99 s did not restart the clock
-    assert not CachedAnswer.objects.get(collection=corpus).is_fresh(cache.now(), 100)
+    assert not CachedAnswer.objects.get(collection_ids=[corpus.pk]).is_fresh(cache.now(), 100)
     assert ask(client, YIELD_Q)["cache"] == "miss"  # answered afresh, replacing the expired entry
-    assert CachedAnswer.objects.filter(collection=corpus).count() == 1
+    assert CachedAnswer.objects.filter(collection_ids=[corpus.pk]).count() == 1
     assert cache_counters.stats()["expirations"] == before["expirations"] + 1
     clock.advance(1)
     assert ask(client, YIELD_Q)["cache"] == "exact"
@@ -264,6 +267,7 @@ def test_other_collections_models_and_generators_never_hit(corpus, resilience_co
     vector = remember(scope, YIELD_Q)
     for changed in (
         scope_of(other),
+        scope_of(corpus, other),
         scope_of(corpus, embedding_model="ollama/all-minilm"),
         scope_of(corpus, generation="ollama/llama3.2"),
         scope_of(corpus, prompt_version="another prompt"),
@@ -288,8 +292,8 @@ def test_a_small_scope_inside_a_large_table_still_finds_its_nearest_entry(corpus
 
     def entry(collection: Collection, i: int, vector: np.ndarray) -> CachedAnswer:
         return CachedAnswer(
-            collection=collection,
-            corpus_version=collection.corpus_version,
+            collection_ids=[collection.pk],
+            corpus_versions=[collection.corpus_version],
             embedding_model=big_scope.embedding_model,
             generation=big_scope.generation,
             prompt_version=big_scope.prompt_version,
@@ -348,8 +352,8 @@ def test_reingesting_or_deleting_a_document_invalidates_cached_answers(client, c
     )
     assert ask(client, YIELD_Q)["cache"] == "miss"
     corpus.refresh_from_db()
-    versions = set(CachedAnswer.objects.filter(collection=corpus).values_list("corpus_version", flat=True))
-    assert versions == {corpus.corpus_version}  # the old version's entry was cleaned up
+    versions = CachedAnswer.objects.filter(collection_ids=[corpus.pk]).values_list("corpus_versions", flat=True)
+    assert list(versions) == [[corpus.corpus_version]]  # the old version's entry was cleaned up
     assert ask(client, YIELD_Q)["cache"] == "exact"
     delete_document(document=Document.objects.get(collection=corpus, source="test:yield"))
     body = ask(client, YIELD_Q)
@@ -359,7 +363,7 @@ def test_reingesting_or_deleting_a_document_invalidates_cached_answers(client, c
 
 def test_use_cache_false_neither_reads_nor_stores(client, corpus):
     assert ask(client, YIELD_Q, use_cache=False)["cache"] == "bypass"
-    assert not CachedAnswer.objects.filter(collection=corpus).exists()
+    assert not CachedAnswer.objects.filter(collection_ids=[corpus.pk]).exists()
     assert ask(client, YIELD_Q)["cache"] == "miss"
     assert ask(client, YIELD_Q, use_cache=False)["cache"] == "bypass"
     assert ask(client, YIELD_Q)["cache"] == "exact"
@@ -369,7 +373,7 @@ def test_disabled_cache_is_bypassed(client, corpus, resilience_config):
     resilience_config(cache={"enabled": False})
     ask(client, YIELD_Q)
     assert ask(client, YIELD_Q)["cache"] == "bypass"
-    assert not CachedAnswer.objects.filter(collection=corpus).exists()
+    assert not CachedAnswer.objects.filter(collection_ids=[corpus.pk]).exists()
 
 
 # DEGRADATION, FAILURES, CONCURRENCY
@@ -379,7 +383,7 @@ def test_degraded_answers_are_never_cached(client, corpus, ollama_generation):
     ollama_generation.set_mode("status", status=500, paths=["/api/chat"])
     body = ask(client, YIELD_Q)
     assert body["degraded"] is True and body["cache"] == "miss"
-    assert not CachedAnswer.objects.filter(collection=corpus).exists()
+    assert not CachedAnswer.objects.filter(collection_ids=[corpus.pk]).exists()
     ollama_generation.healthy()
     assert ask(client, YIELD_Q)["generator"] == "ollama"
     assert ask(client, YIELD_Q)["cache"] == "exact"
@@ -476,7 +480,7 @@ def shared_corpus(django_db_setup, django_db_blocker):
         assert not ingest_items(doc_items(), collection_name=name).failures
     yield name
     with django_db_blocker.unblock():
-        Collection.objects.filter(name=name).delete()
+        delete_collection(collection=Collection.objects.get(name=name))
         QueryLog.objects.filter(collection=name).delete()
 
 
@@ -490,7 +494,7 @@ def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_g
     def worker() -> None:
         try:
             barrier.wait()
-            answers.append(answer_question(question=YIELD_Q, collection_name=shared_corpus))
+            answers.append(answer_question(question=YIELD_Q, caller=OPERATOR, collection_name=shared_corpus))
         finally:
             connections.close_all()
 
@@ -502,7 +506,7 @@ def test_identical_concurrent_misses_make_one_model_call(shared_corpus, ollama_g
     assert ollama_generation.count("/api/chat") == 1
     assert sorted(a.cache for a in answers) == ["exact"] * 5 + ["miss"]
     assert len({a.answer for a in answers}) == 1 and answers[0].generator == "ollama"
-    assert CachedAnswer.objects.filter(collection__name=shared_corpus).count() == 1
+    assert CachedAnswer.objects.filter(collection_ids=[Collection.objects.get(name=shared_corpus).pk]).count() == 1
 
 
 def test_identical_concurrent_streamed_misses_make_one_model_call(shared_corpus, ollama_generation, resilience_config):
@@ -515,7 +519,11 @@ def test_identical_concurrent_streamed_misses_make_one_model_call(shared_corpus,
         try:
             barrier.wait()
             # Not YIELD_Q: the plain single-flight test above has cached that one in this collection.
-            events = list(stream_answer(question="How is a yield statement evaluated?", collection_name=shared_corpus))
+            events = list(
+                stream_answer(
+                    question="How is a yield statement evaluated?", caller=OPERATOR, collection_name=shared_corpus
+                )
+            )
             done.append(events[-1])
         finally:
             connections.close_all()
@@ -536,7 +544,8 @@ django.setup()
 from resilience import config
 config.override(config.replace(config.current(), provider=json.loads(sys.argv[1])))
 from rag.answers import answer_question
-answer = answer_question(question=sys.argv[2], collection_name=sys.argv[3])
+from rag.visibility import OPERATOR
+answer = answer_question(question=sys.argv[2], caller=OPERATOR, collection_name=sys.argv[3])
 print(json.dumps({"cache": answer.cache, "generator": answer.generator}))
 """
 
@@ -565,7 +574,7 @@ def test_identical_misses_in_two_processes_make_one_model_call(shared_corpus, fa
         while fake_ollama.count("/api/chat") == 0:  # the child holds the question's lock now
             assert child.poll() is None and time.monotonic() < deadline, child.stderr.read()
             time.sleep(0.02)
-        here = answer_question(question=YIELD_Q, collection_name=shared_corpus)
+        here = answer_question(question=YIELD_Q, caller=OPERATOR, collection_name=shared_corpus)
         out, err = child.communicate(timeout=30)
     finally:
         child.kill()

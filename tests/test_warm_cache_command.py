@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from rag.answers import answer_question
 from rag.ingestion import SourceItem, ingest_items
 from rag.models import CachedAnswer, Collection, QueryLog
+from rag.visibility import OPERATOR
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,8 @@ def warm(*args: str) -> str:
 
 
 def cached_questions(collection: str) -> set[str]:
-    return set(CachedAnswer.objects.filter(collection__name=collection).values_list("question", flat=True))
+    ids = [Collection.objects.get(name=collection).pk]
+    return set(CachedAnswer.objects.filter(collection_ids=ids).values_list("question", flat=True))
 
 
 def test_warm_from_a_file_then_queries_hit_and_a_rerun_warms_nothing(corpus, tmp_path):
@@ -56,7 +58,10 @@ def test_warm_from_a_file_then_queries_hit_and_a_rerun_warms_nothing(corpus, tmp
     )
     assert cached_questions(COLLECTION) == {"What does the yield statement do?", "What is a lambda expression?"}
     assert QueryLog.objects.count() == logged  # warming is not a user's question
-    assert answer_question(question="What is a lambda expression", collection_name=COLLECTION).cache == "exact"
+    assert (
+        answer_question(question="What is a lambda expression", caller=OPERATOR, collection_name=COLLECTION).cache
+        == "exact"
+    )
     assert "Warmed 0, already cached 2, failed 0" in warm("--file", str(queries), "--collection", COLLECTION)
 
 

@@ -11,6 +11,7 @@ from rag.models.corpus import (
     Collection,
     Document,
     Sentence,
+    Visibility,
     collection_name_validator,
 )
 from rag.models.jobs import Job, JobKind, JobStatus, JobUpload
@@ -39,5 +40,6 @@ __all__ = [
     "QueryLog",
     "Sentence",
     "ThrottleCount",
+    "Visibility",
     "collection_name_validator",
 ]

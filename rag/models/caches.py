@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.contrib.postgres.indexes import OpClass
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Cast
 from pgvector.django import HnswIndex, VectorField
 
-from rag.models.corpus import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M, DEFAULT_DIMENSIONS, DEFAULT_MODEL, Collection
+from rag.models.corpus import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M, DEFAULT_DIMENSIONS, DEFAULT_MODEL
 
 # THE ANSWER AND EMBEDDING CACHES
 # Their tables keep the names they were created with (they began in the resilience app).
@@ -19,13 +20,15 @@ from rag.models.corpus import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M, DEFAUL
 class CachedAnswer(models.Model):
     """One answer to a question, valid only within its scope.
 
-    The scope is every input that changes the answer: the collection and its corpus version,
-    the embedding model (questions are only compared with vectors of the same model), the
-    generation backend and model, the prompt version, and k (how many sources it cites).
+    The scope is every input that changes the answer: the exact set of collections it was built
+    from and their corpus versions, the embedding model (questions are only compared with vectors
+    of the same model), the generation backend and model, the prompt version, and k (how many
+    sources it cites). It is served only to callers who may read every one of its collections.
     """
 
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
-    corpus_version = models.PositiveBigIntegerField()
+    # Sorted by id, the versions aligned with them: an answer of ["hr"] is not one of ["eng", "hr"].
+    collection_ids = ArrayField(models.BigIntegerField())
+    corpus_versions = ArrayField(models.BigIntegerField())
     embedding_model = models.CharField(max_length=200)
     generation = models.CharField(max_length=200, help_text="'extractive' or 'ollama/<model>'.")
     prompt_version = models.CharField(max_length=32)
@@ -47,8 +50,8 @@ class CachedAnswer(models.Model):
             # scans (its leading columns are the scope).
             models.UniqueConstraint(
                 fields=[
-                    "collection",
-                    "corpus_version",
+                    "collection_ids",
+                    "corpus_versions",
                     "embedding_model",
                     "generation",
                     "prompt_version",
@@ -60,6 +63,8 @@ class CachedAnswer(models.Model):
         ]
         indexes = [
             models.Index(fields=["created_at"], name="cachedanswer_created"),
+            # Entries holding a collection whose corpus moved on (rag.answer_cache's clean-up).
+            GinIndex(fields=["collection_ids"], name="cachedanswer_collections_gin"),
             HnswIndex(
                 OpClass(
                     Cast("embedding", output_field=VectorField(dimensions=DEFAULT_DIMENSIONS)),

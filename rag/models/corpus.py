@@ -39,9 +39,29 @@ collection_name_validator = RegexValidator(
 )
 
 
+class Visibility(models.TextChoices):
+    PUBLIC = "public", "public: anyone allowed to query the service"
+    RESTRICTED = "restricted", "restricted: members of its groups (and superusers)"
+
+
 class Collection(models.Model):
+    """Who may read it is decided in one place, rag.visibility; here are only its facts."""
+
     name = models.CharField(max_length=64, unique=True, validators=[collection_name_validator])
     description = models.TextField(blank=True)
+    visibility = models.CharField(
+        max_length=16,
+        choices=Visibility.choices,
+        default=Visibility.PUBLIC,
+        help_text="Public: every caller allowed to query the service reads it. Restricted: only members of "
+        "the groups below, superusers, and API keys whose scope names it.",
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="collections",
+        help_text="The groups whose members read it when it is restricted.",
+    )
     # Bumped whenever a document is added, changed or deleted, so cached answers of an older
     # corpus are never served.
     corpus_version = models.PositiveBigIntegerField(default=1)

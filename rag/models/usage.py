@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-from rag.models.corpus import CacheOutcome
+from rag.models.corpus import CacheOutcome, Collection
 
 
 class QueryLog(models.Model):
     """One row per answered question: what was asked, how the cache served it, how long it took.
 
-    ``warm_cache --top`` warms the most asked questions from it.
+    ``warm_cache --top`` warms the most asked questions from it. Staff who are not superusers see
+    only the rows of collections they may read (rag.visibility).
     """
 
     question = models.TextField()
     question_hash = models.CharField(max_length=64, help_text="SHA-256 of the normalised question.")
-    # The name, not a foreign key: the log outlives a deleted collection.
-    collection = models.CharField(max_length=64)
+    # Names, not foreign keys: the log outlives a deleted collection. The names as one string
+    # ("eng,hr"), and the ids the question was asked of, which decide who may see the row.
+    collection = models.TextField()
+    collection_ids = ArrayField(models.BigIntegerField(), default=list)
     cache = models.CharField(max_length=16, choices=CacheOutcome.choices)
     latency_ms = models.FloatField()
     degraded = models.BooleanField(default=False)
@@ -29,7 +33,7 @@ class QueryLog(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["created_at"], name="querylog_created"),
-            models.Index(fields=["collection", "question_hash"], name="querylog_collection_question"),
+            models.Index(fields=["question_hash", "collection_ids"], name="querylog_question_collections"),
         ]
 
     def __str__(self) -> str:
@@ -125,6 +129,23 @@ class ApiKey(models.Model):
     created_by = models.ForeignKey(
         "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
+    # The key's scope (rag.visibility reads it): what it may read, and whether it may write there.
+    all_collections = models.BooleanField(
+        default=False,
+        help_text="Read (and, with 'may write', write) every collection, restricted ones and those created later.",
+    )
+    collections = models.ManyToManyField(
+        Collection,
+        blank=True,
+        related_name="api_keys",
+        help_text="The collections it reads besides the public ones, and the only ones it may write to.",
+    )
+    can_write = models.BooleanField(
+        "may write",
+        default=False,
+        help_text="Add and delete documents in the collections of its scope (with 'all collections': "
+        "anywhere, creating collections too).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -147,12 +168,32 @@ class ApiKey(models.Model):
         return hashlib.sha256(key.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, *, name: str, created_by=None) -> tuple[ApiKey, str]:
-        """Create a key; returns the row and the key, which is never retrievable again."""
+    def issue(
+        cls,
+        *,
+        name: str,
+        created_by=None,
+        collections: list[Collection] | None = None,
+        all_collections: bool = False,
+        can_write: bool = False,
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the key, which is never retrievable again.
+
+        Without a scope a key reads the public collections and writes nowhere.
+        """
         import secrets
 
         key = cls.PREFIX + secrets.token_urlsafe(32)
-        row = cls.objects.create(name=name, prefix=key[:12], key_hash=cls.hash(key), created_by=created_by)
+        row = cls.objects.create(
+            name=name,
+            prefix=key[:12],
+            key_hash=cls.hash(key),
+            created_by=created_by,
+            all_collections=all_collections,
+            can_write=can_write,
+        )
+        if collections:
+            row.collections.set(collections)
         return row, key
 
     @classmethod

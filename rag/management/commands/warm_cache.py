@@ -25,8 +25,10 @@ class Command(BaseCommand):
         source.add_argument("--top", type=int, metavar="N", help="The N most asked questions in the query log.")
         parser.add_argument(
             "--collection",
+            action="append",
             default=None,
-            help="Collection to warm (default: 'default' for --file; every collection for --top).",
+            help="Collection to warm; repeat it to warm questions asked of several at once (default: "
+            "'default' for --file; for --top, the questions asked of every collection, or of these).",
         )
         parser.add_argument("--concurrency", type=int, default=1, help="Questions answered at once (default 1).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
@@ -35,17 +37,17 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args, file: Path | None, top: int | None, collection: str | None, concurrency: int, **options
+        self, *args, file: Path | None, top: int | None, collection: list[str] | None, concurrency: int, **options
     ) -> str:
         if concurrency < 1:
             raise CommandError("--concurrency must be at least 1.")
         if not config.current().cache.enabled:
             raise CommandError("The semantic cache is disabled (RAGSITE_CACHE_ENABLED): nothing to warm.")
-        questions = (
-            self._from_file(file, collection or "default") if file is not None else self._from_log(top, collection)
-        )
+        names = tuple(sorted(set(collection or [])))
+        questions = self._from_file(file, names or ("default",)) if file is not None else self._from_log(top, names)
         questions = warming.unique(questions)
-        missing = sorted({name for name, _ in questions} - set(Collection.objects.values_list("name", flat=True)))
+        asked = {name for collections, _ in questions for name in collections}
+        missing = sorted(asked - set(Collection.objects.values_list("name", flat=True)))
         if missing:
             raise CommandError(f"No collection named {', '.join(map(repr, missing))}.")
         if options.get("background"):
@@ -56,7 +58,7 @@ class Command(BaseCommand):
 
             def report(question: warming.Question, outcome: warming.Outcome) -> None:
                 if outcome[0] == "failed":
-                    progress.failed(f"FAILED [{question[0]}] {question[1]}: {outcome[1]}")
+                    progress.failed(f"FAILED [{','.join(question[0])}] {question[1]}: {outcome[1]}")
                 progress.advance()
 
             started = time.perf_counter()
@@ -66,7 +68,7 @@ class Command(BaseCommand):
             raise CommandError(f"{counts['failed']} question(s) could not be cached. {summary}")
         return summary
 
-    def _from_file(self, path: Path, collection: str) -> list[tuple[str, str]]:
+    def _from_file(self, path: Path, collections: tuple[str, ...]) -> list[warming.Question]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
@@ -76,18 +78,25 @@ class Command(BaseCommand):
         questions = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not questions:
             raise CommandError(f"{path} holds no questions.")
-        return [(collection, question) for question in questions]
+        return [(collections, question) for question in questions]
 
-    def _from_log(self, top: int, collection: str | None) -> list[tuple[str, str]]:
+    def _from_log(self, top: int, collections: tuple[str, ...]) -> list[warming.Question]:
+        """The most asked questions, each with the very collections it was asked of (those that
+        still exist): a cached answer is keyed by that exact set."""
         if top < 1:
             raise CommandError("--top must be at least 1.")
-        log = QueryLog.objects.all()
-        if collection:
-            log = log.filter(collection=collection)
+        names = dict(Collection.objects.values_list("pk", "name"))
+        log = QueryLog.objects.exclude(collection_ids=[])
+        if collections:
+            log = log.filter(collection_ids__overlap=[pk for pk, name in names.items() if name in collections])
         # Spellings of one question share a hash; the first spelling stands for them.
         rows = (
-            log.values("collection", "question_hash")
+            log.values("collection_ids", "question_hash")
             .annotate(asked=Count("id"), question=Min("question"), last=Max("created_at"))
             .order_by("-asked", "-last")[:top]
         )
-        return [(row["collection"], row["question"]) for row in rows]
+        return [
+            (tuple(sorted(names[pk] for pk in row["collection_ids"])), row["question"])
+            for row in rows
+            if all(pk in names for pk in row["collection_ids"])
+        ]

@@ -58,7 +58,8 @@
       var item = el("li");
       item.id = "source-" + (i + 1);
       item.appendChild(el("strong", "", (answerable === false ? "" : "[" + (i + 1) + "] ") + s.title));
-      item.appendChild(el("div", "meta", s.source + " · score " + Number(s.score).toFixed(4)));
+      var where = s.collection ? s.collection + " · " : "";
+      item.appendChild(el("div", "meta", where + s.source + " · score " + Number(s.score).toFixed(4)));
       item.appendChild(el("p", "snippet", s.text.length > 600 ? s.text.slice(0, 599) + "…" : s.text));
       list.appendChild(item);
     });
@@ -125,7 +126,11 @@
     if (!question) return;
     submit.preventDefault();
     var body = { question: question, stream: true };
-    if (form.elements.collection) body.collection = form.elements.collection.value;
+    var ticked = Array.prototype.filter.call(form.querySelectorAll("input[name=collection]"), function (box) {
+      return box.checked;
+    }).map(function (box) { return box.value; });
+    if (ticked.length) body.collections = ticked;
+    else if (form.dataset.defaultCollections) body.collections = JSON.parse(form.dataset.defaultCollections);
     var view = section();
     var headers = { "Content-Type": "application/json", Accept: "application/x-ndjson" };
     if (form.dataset.csrf) headers["X-CSRFToken"] = form.dataset.csrf;

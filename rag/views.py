@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from rest_framework import exceptions
 
@@ -83,7 +84,7 @@ def search(request: HttpRequest) -> HttpResponse:
         if refused:
             status, error, headers = refused
             if status != 429:
-                sign_in_url = "/admin/login/?next=" + quote(request.get_full_path(), safe="/")
+                sign_in_url = reverse("login") + "?next=" + quote(request.get_full_path(), safe="/")
         else:
             caller = visibility.Caller.for_request(request)
             # The collections this visitor may read, and nothing of the others (not even their names).

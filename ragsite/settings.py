@@ -166,6 +166,12 @@ RAGSITE_MAX_UPLOAD_BYTES = env_int("RAGSITE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024,
 DATA_UPLOAD_MAX_MEMORY_SIZE = RAGSITE_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = RAGSITE_MAX_BODY_BYTES  # a larger upload is spooled to a temporary file
 
+# SIGN-IN
+# The search page's sign-in (Django's auth views); the admin keeps its own.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
 # REST FRAMEWORK
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

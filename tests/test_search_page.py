@@ -83,7 +83,7 @@ def test_key_only_mode_asks_visitors_to_sign_in_instead_of_answering(client, dem
     html = response.content.decode()
     assert 'id="answer-text"' not in html and "pydoc:yield" not in html
     assert "signed-in staff only: please sign in" in html
-    assert 'href="/admin/login/?next=/%3Fq%3DWhat' in html
+    assert 'href="/accounts/login/?next=/%3Fq%3DWhat' in html
     # A signed-in user who is not staff may not ask either (as in the API).
     client.force_login(User.objects.create_user("visitor", password="x"))
     response = client.get("/", {"q": QUESTION})

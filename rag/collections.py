@@ -5,9 +5,10 @@ Who may read a collection is rag.visibility's business, not this module's.
 
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
 from django.db import transaction
 
-from rag.models import CachedAnswer, Collection
+from rag.models import CachedAnswer, Collection, Visibility
 
 
 class CollectionNotFound(Exception):
@@ -30,3 +31,14 @@ def delete_collection(*, collection: Collection) -> None:
     with transaction.atomic():
         CachedAnswer.objects.filter(collection_ids__contains=[collection.pk]).delete()
         collection.delete()
+
+
+def restrict_collection(*, name: str, groups: list[Group]) -> Collection:
+    """Make the collection ``name`` (created if missing) readable only by these groups' members
+    (and superusers, and keys scoped to it): before a document lands in it, nothing is public."""
+    with transaction.atomic():
+        collection, _ = Collection.objects.get_or_create(name=name)
+        collection.visibility = Visibility.RESTRICTED
+        collection.save(update_fields=["visibility"])
+        collection.groups.add(*groups)
+    return collection

@@ -146,3 +146,22 @@ def test_the_first_ingest_with_a_new_model_builds_its_vector_index_after_the_chu
     assert report.chunks == 3
     assert during == [False, False, False]
     assert index_exists(index)
+
+
+def test_a_collection_ingested_as_restricted_is_never_public(write_files, client):
+    from django.contrib.auth.models import Group, User
+
+    with pytest.raises(CommandError, match="No group named 'ops'"):
+        ingest(str(write_files({"guide.md": GUIDE})), "--collection", "ops-docs", "--restricted-to", "ops")
+    assert not Collection.objects.filter(name="ops-docs").exists()
+    ops = Group.objects.create(name="ops")
+    ingest(str(write_files({"guide.md": GUIDE})), "--collection", "ops-docs", "--restricted-to", "ops")
+    collection = Collection.objects.get(name="ops-docs")
+    assert collection.visibility == "restricted" and list(collection.groups.all()) == [ops]
+    body = '{"question": "When do deployments happen?", "collection": "ops-docs"}'
+    assert client.post("/api/query", body, content_type="application/json").status_code == 404
+    member = User.objects.create_user("op", password="x")
+    member.groups.add(ops)
+    client.force_login(member)
+    answer = client.post("/api/query", body, content_type="application/json").json()
+    assert "Tuesday" in answer["answer"]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rag import jobs
+from rag.collections import restrict_collection
 from rag.ingestion import FileResult, FileStatus, IngestReport, SourceItem, demo_items, file_items, ingest_items
 from rag.management.progress import Progress
 from rag.models import Collection, JobStatus, collection_name_validator
@@ -23,6 +25,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--if-empty", action="store_true", help="Do nothing when the collection already holds documents."
         )
+        parser.add_argument(
+            "--restricted-to",
+            action="append",
+            metavar="GROUP",
+            default=[],
+            help="Make the collection readable only by this group's members (repeat for several), before "
+            "any document is written; without it a new collection is public.",
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
         parser.add_argument(
             "--background",
@@ -31,13 +41,28 @@ class Command(BaseCommand):
             "GET /api/jobs/ID).",
         )
 
-    def handle(self, *args, paths: list[str], collection: str, demo: bool, if_empty: bool, **options) -> str:
+    def handle(
+        self,
+        *args,
+        paths: list[str],
+        collection: str,
+        demo: bool,
+        if_empty: bool,
+        restricted_to: list[str],
+        **options,
+    ) -> str:
         if not paths and not demo:
             raise CommandError("Give at least one PATH, or --demo.")
         try:
             collection_name_validator(collection)
         except Exception as exc:
             raise CommandError(f"Invalid collection name {collection!r}: {exc.messages[0]}") from None
+        groups = list(Group.objects.filter(name__in=restricted_to))
+        unknown = sorted(set(restricted_to) - {group.name for group in groups})
+        if unknown:
+            raise CommandError(f"No group named {', '.join(map(repr, unknown))}: create it in the admin first.")
+        if groups:
+            restrict_collection(name=collection, groups=groups)
         if if_empty and Collection.objects.filter(name=collection, documents__isnull=False).exists():
             return f"Collection {collection!r} already has documents; nothing to do."
 

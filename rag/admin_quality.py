@@ -1,6 +1,7 @@
 """The admin of answer quality: evaluation runs (with a chart over time and the questions that got
 worse) and the feedback of the people asking (an operator names the document that should have
-answered, for manage.py evaluate --export-feedback)."""
+answered, for manage.py evaluate --export-feedback). Staff who are not superusers see the runs and
+the feedback of collections they may read only (rag.visibility)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
-from rag import evaluation
-from rag.models import EvalRun, Feedback
+from rag import evaluation, visibility
+from rag.models import EvalRun, Feedback, QueryLog
 
 CHART_WIDTH, CHART_HEIGHT = 600, 140
 SERIES = (("hit@1", "hit1"), ("hit@5", "hit5"), ("mrr", "mrr"))
@@ -69,6 +70,11 @@ class EvalRunAdmin(admin.ModelAdmin):
     change_list_template = "admin/rag/evalrun/change_list.html"
     fields = ["created_at", "golden_set", "collection", "k", "label", "figures", "regressed", "settings"]
     readonly_fields = ["created_at", "golden_set", "collection", "k", "figures", "regressed", "settings"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EvalRun]:
+        caller = visibility.Caller.for_user(request.user)
+        runs = super().get_queryset(request)
+        return runs if caller.everything else runs.filter(collection__in=visibility.readable(caller).values("name"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs come from manage.py evaluate
@@ -175,6 +181,10 @@ class FeedbackAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     fields = ["question", "answer_info", "rating", "comment", "who", "evicted", "expected_source", "not_answerable"]
     readonly_fields = ["question", "answer_info", "rating", "comment", "who", "evicted"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
+        visible = visibility.tagged(visibility.Caller.for_user(request.user), QueryLog.objects.all())
+        return super().get_queryset(request).filter(query__in=visible)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
+from django.utils import timezone
 
-from rag.models import ApiKey, Collection, QueryLog, Visibility
+from rag.models import ApiKey, Collection, EvalRun, Feedback, Job, JobKind, QueryLog, Visibility
 from tests.fixtures_teams import ENG, HR, HR_SECRET, LEAVE_Q, PUBLIC, ask, key_for, keyed
 
 pytestmark = pytest.mark.django_db
@@ -86,8 +87,29 @@ def test_staff_see_only_what_they_may_read_in_every_list(teams):
     QueryLog.objects.create(
         question="an old question", question_hash="0", collection="gone", cache="miss", latency_ms=1
     )
-    bob = staff(teams.bob, "view_querylog", "view_document", "view_cachedanswer", "view_collection")
-    for path in ("/admin/rag/querylog/", "/admin/rag/document/", "/admin/rag/cachedanswer/", "/admin/rag/collection/"):
+    hr_log = QueryLog.objects.filter(question=LEAVE_Q).latest("created_at")
+    Feedback.objects.create(query=hr_log, rating="down", comment="wrong number of weeks")
+    EvalRun.objects.create(golden_set="hr-set", collection=HR, k=5, summary={}, results=[{"question": LEAVE_Q}])
+    Job.objects.create(
+        kind=JobKind.INGEST,
+        collection=HR,
+        source=f"hr:{HR_SECRET}-handbook.pdf",
+        status="failed",
+        finished_at=timezone.now(),
+        reason="bad PDF",
+    )
+    views = ["view_querylog", "view_document", "view_cachedanswer", "view_collection", "view_feedback"]
+    bob = staff(teams.bob, *views, "view_evalrun", "view_job")
+    for path in (
+        "/admin/rag/querylog/",
+        "/admin/rag/document/",
+        "/admin/rag/cachedanswer/",
+        "/admin/rag/collection/",
+        "/admin/rag/feedback/",
+        "/admin/rag/evalrun/",
+        "/admin/rag/job/",
+        "/admin/overview/",
+    ):
         html = bob.get(path).content.decode()
         assert HR not in html and LEAVE_Q not in html and HR_SECRET not in html, path
     assert "Who hands over on call?" in bob.get("/admin/rag/querylog/").content.decode()
@@ -95,6 +117,8 @@ def test_staff_see_only_what_they_may_read_in_every_list(teams):
     assert bob.get(f"/admin/rag/collection/{teams.hr.pk}/change/").status_code == 302  # as if it did not exist
     root = teams.client_for(teams.root).get("/admin/rag/querylog/").content.decode()
     assert LEAVE_Q in root and "an old question" in root
+    assert "wrong number of weeks" in teams.client_for(teams.root).get("/admin/rag/feedback/").content.decode()
+    assert HR_SECRET in teams.client_for(teams.root).get("/admin/overview/").content.decode()
 
 
 def test_deleting_a_collection_in_the_admin_takes_its_cached_answers_with_it(teams):

@@ -200,3 +200,21 @@ def test_a_job_of_a_restricted_collection_is_followed_only_by_those_who_may_read
     assert teams.client_for(teams.alice).get(f"/api/jobs/{job.pk}").json()["source"] == "hr:salary-bands-2027.pdf"
     assert teams.client_for(teams.alice).get(f"/api/jobs/{warm.pk}").status_code == 404  # operators' jobs
     assert teams.client_for(teams.root).get(f"/api/jobs/{warm.pk}").status_code == 200
+
+
+def test_feedback_on_another_team_s_answer_is_refused_like_an_unknown_one(teams):
+    from rag.models import CachedAnswer, Feedback
+
+    alice = teams.client_for(teams.alice)
+    query_id = ask(alice, LEAVE_Q, collection=HR).json()["query_id"]
+    assert CachedAnswer.objects.filter(collection_ids=[teams.hr.pk]).count() == 1
+    for client in (teams.client_for(teams.bob), keyed(key_for(teams.eng)[1]), Client()):
+        body = json.dumps({"query_id": query_id, "rating": "down", "comment": "spam"})
+        response = client.post("/api/feedback", body, content_type="application/json")
+        assert response.status_code == 404 and LEAVE_Q not in response.content.decode()
+        page = client.post("/feedback", {"query_id": query_id, "rating": "down"})
+        assert page.status_code == 404
+    assert not Feedback.objects.filter(query_id=query_id).exists()
+    assert CachedAnswer.objects.filter(collection_ids=[teams.hr.pk]).count() == 1  # nothing evicted
+    body = json.dumps({"query_id": query_id, "rating": "down"})
+    assert alice.post("/api/feedback", body, content_type="application/json").json()["evicted"] == 1

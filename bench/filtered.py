@@ -105,16 +105,15 @@ def load(chunks: int, collections: int, rng: np.random.Generator) -> str:
             own = rng.choice(len(centres), size=max(5, len(centres) // 10), replace=False)
             picks = rng.choice(own, size=rows)
             vectors = unit(centres[picks] + rng.normal(0, 0.04, (rows, DIMENSIONS)))
-            columns = "collection_id, document_id, ordinal, text, embedding, embedding_model"
+            columns = "collection_id, document_id, ordinal, heading, text, embedding, embedding_model"
             with (
                 connection.connection.cursor() as cursor,
                 cursor.copy(f"COPY {Chunk._meta.db_table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
             ):
-                copy.set_types(["int8", "int8", "int4", "text", "vector", "varchar"])
+                copy.set_types(["int8", "int8", "int4", "text", "text", "vector", "varchar"])
                 for ordinal, vector in enumerate(vectors):
-                    copy.write_row(
-                        (collection.pk, document.pk, ordinal, f"synthetic {number}/{ordinal}", vector, MODEL)
-                    )
+                    text = f"synthetic {number}/{ordinal}"
+                    copy.write_row((collection.pk, document.pk, ordinal, "", text, vector, MODEL))
     return made_from
 
 

@@ -5,8 +5,8 @@ pgvector 0.6 (the embedded server's) has no iterative index scans: the HNSW inde
 then keeps only those of the wanted collections. When those collections are a small share of the
 table, few of their true nearest chunks are among the candidates, or none. Measured with
 ``python -m bench filtered`` (100k chunks, 50 collections; see the README): filtering after the
-scan found 32 % of the true ten nearest chunks of a collection holding 10 % of the rows, while an
-exact scan of its 10,000 rows takes about 13 ms and finds them all.
+scan found a quarter of the true ten nearest chunks of a collection holding 10 % of the rows,
+while an exact scan of its 10,000 rows takes about 8 ms and finds them all.
 
 So the plan is chosen per query from the planner's estimate of the rows the collections hold:
 
@@ -33,8 +33,8 @@ from django.db import connection
 
 from rag.models import Chunk
 
-# Rows an exact scan reads within the latency of an index scan here: 10,000 rows took 13 ms
-# (p50) and the HNSW scan of the whole 100k-row table 6 to 8 ms (bench filtered, 2 busy cores).
+# Rows an exact scan compares within the 20 ms a search may take here: 10,000 rows took 8 ms
+# (p50; the HNSW scan of the whole 100k-row table 2 ms), 1,000 rows under 1 ms (bench filtered).
 EXACT_MAX_ROWS = 20_000
 # Above this share of the table the index's candidates hold enough of the collections' rows.
 INDEX_MIN_SHARE = 0.5

@@ -186,6 +186,12 @@ class FeedbackAdmin(admin.ModelAdmin):
         visible = visibility.tagged(visibility.Caller.for_user(request.user), QueryLog.objects.all())
         return super().get_queryset(request).filter(query__in=visible)
 
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        # Django lists that filter's choices from every query logged, not from this list's rows.
+        if visibility.Caller.for_user(request.user).everything:
+            return self.list_filter
+        return [f for f in self.list_filter if f != "query__collection"]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

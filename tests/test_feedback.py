@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from rag.ingestion import SourceItem, ingest_items
-from rag.models import ApiKey, CachedAnswer, Feedback
+from rag.models import ApiKey, CachedAnswer, Collection, Feedback
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def rate(client, query_id, rating: str, **headers):
 
 
 def cached() -> int:
-    return CachedAnswer.objects.filter(collection__name=COLLECTION).count()
+    return CachedAnswer.objects.filter(collection_ids=[Collection.objects.get(name=COLLECTION).pk]).count()
 
 
 def test_every_answer_carries_a_query_id_and_feedback_is_stored_with_it(client, corpus):

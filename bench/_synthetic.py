@@ -1,6 +1,7 @@
 """The synthetic corpus of ``python -m bench retrieval``: copies of the demo chunks, loaded in bulk.
 
-Each copy keeps its original's document (copied too), ordinal, text and full-text vector; its
+Each copy keeps its original's document (copied too), ordinal, heading, text and full-text vector
+(not its sentences' vectors: the reranker scores a copy by its chunk's similarity alone); its
 embedding is the original's moved up to halfway towards one of its ten nearest chunks, plus
 Gaussian noise of a norm that alone would leave a cosine similarity of 0.85 to 0.95. Rows are
 loaded with binary COPY into a temporary table, then moved into ``rag_chunk`` by one INSERT ...
@@ -75,8 +76,9 @@ class SyntheticCorpus:
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO rag_document (collection_id, source, file_root, title, sha256, media_type, "
-                "size_bytes, created_at, updated_at) SELECT %s, d.source || '#' || r, '', d.title, d.sha256, "
-                "d.media_type, d.size_bytes, now(), now() FROM rag_document d, generate_series(%s, %s) r "
+                "size_bytes, pipeline, created_at, updated_at) SELECT %s, d.source || '#' || r, '', d.title, "
+                "d.sha256, d.media_type, d.size_bytes, d.pipeline, now(), now() "
+                "FROM rag_document d, generate_series(%s, %s) r "
                 "WHERE d.collection_id = %s RETURNING id, source",
                 [self.collection.pk, self.replicas, last_replica, self.source.pk],
             )
@@ -119,8 +121,9 @@ class SyntheticCorpus:
         with connection.cursor() as cursor:
             # Each copy takes its original's ordinal, text and full-text vector.
             cursor.execute(
-                "INSERT INTO rag_chunk (collection_id, document_id, ordinal, text, embedding, embedding_model, "
-                "search_vector) SELECT %s, s.document_id, c.ordinal, c.text, s.embedding, %s, c.search_vector "
+                "INSERT INTO rag_chunk (collection_id, document_id, ordinal, heading, text, embedding, "
+                "embedding_model, search_vector) SELECT %s, s.document_id, c.ordinal, c.heading, c.text, "
+                "s.embedding, %s, c.search_vector "
                 "FROM bench_retrieval_stage s JOIN rag_chunk c ON c.id = s.source_id "
                 "RETURNING id, document_id, ordinal",
                 [self.collection.pk, self.model],

@@ -1,13 +1,13 @@
 """Retrieval cost as the corpus grows: hybrid retrieval at 10k, 100k and 1M chunks.
 
-``python -m bench retrieval [--sizes 10000,100000,1000000] [--ef-search 40,64,100,200,400] [--repeat 2]``
+``python -m bench retrieval [--sizes 10000,100000,1000000] [--ef-search 40,100,200,400,1000] [--m 16]``
 
 The corpus is synthetic: the demo corpus's chunks (the ``default`` collection, ingested first when
 it is empty) repeated until there are N of them, each copy keeping its chunk's text and full-text
-vector and getting the chunk's embedding plus Gaussian noise, so that a copy's cosine similarity
-to its original is between 0.85 and 0.95 (in the demo corpus itself a chunk's nearest other
-chunk has a median similarity of 0.80). Word frequencies stay those of the demo corpus: a word in
-a tenth of its chunks is in a tenth of the synthetic ones.
+vector, its embedding moved towards a neighbouring chunk's and perturbed (bench/_synthetic.py;
+in the demo corpus itself a chunk's nearest other chunk has a median similarity of 0.80). Word
+frequencies stay those of the demo corpus: a word in a tenth of its chunks is in a tenth of the
+synthetic ones.
 
 Per size, the new rows are loaded with COPY (into a temporary table, then one INSERT ... SELECT
 that takes each copy's text from its original) while the collection has no vector index, and
@@ -229,7 +229,11 @@ def live_insert_rows_per_s(corpus: SyntheticCorpus) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench retrieval")
     parser.add_argument("--sizes", default="10000,100000,1000000", help="Corpus sizes in chunks, comma-separated.")
-    parser.add_argument("--ef-search", default="40,64,100,200,400", help="hnsw.ef_search values to try.")
+    parser.add_argument(
+        "--ef-search",
+        default="40,100,200,400,1000",
+        help="hnsw.ef_search values to try (1000 is the most pgvector allows).",
+    )
     parser.add_argument("--m", type=int, default=16, help="HNSW m (the chunks' index ships with 16).")
     parser.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction (ships with 64).")
     parser.add_argument("--repeat", type=int, default=2, help="Passes over the questions for the hybrid timings.")
@@ -271,7 +275,7 @@ def main(argv: list[str]) -> int:
             shown[name] = cursor.fetchone()[0]
     print(
         f"corpus: synthetic, copies of collection 'default' ({source.documents.count()} documents, {n_base} chunks), "
-        f"vectors perturbed (cosine 0.85-0.95 to the original), texts reused; {len(questions)} golden questions"
+        f"vectors moved towards a neighbour and perturbed, texts reused; {len(questions)} golden questions"
     )
     print(f"server: pgvector {pgvector}; {', '.join(f'{k} {v}' for k, v in shown.items())}")
     print(f"index: HNSW m {args.m}, ef_construction {args.ef_construction}")

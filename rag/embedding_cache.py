@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.db import connection
 
 from rag.cache_counters import safely
 from rag.models import CachedEmbedding
@@ -74,3 +75,22 @@ class CachingEmbedder:
 
 def caching(embedder: Any) -> CachingEmbedder:
     return embedder if isinstance(embedder, CachingEmbedder) else CachingEmbedder(embedder)
+
+
+def prune(max_entries: int) -> int:
+    """Keep the newest ``max_entries`` vectors (any model); returns how many went.
+
+    A vector that goes costs one model call the next time its text is embedded; the chunks keep
+    their own vectors, so nothing an answer needs is lost.
+    """
+    table = CachedEmbedding._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            DELETE FROM {table} WHERE id IN (
+                SELECT id FROM {table} ORDER BY created_at DESC, id DESC OFFSET %s
+            )
+            """,
+            [max_entries],
+        )
+        return cursor.rowcount

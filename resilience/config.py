@@ -95,6 +95,7 @@ class CacheConfig:
     max_entries: int = 1000
     ttl_seconds: int = 3600
     serve_stale_seconds: int = 86400
+    embedding_max_entries: int = 200_000  # the embedding cache (chunks' and questions' vectors)
 
 
 @dataclass(frozen=True)

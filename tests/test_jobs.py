@@ -161,6 +161,45 @@ def test_housekeeping_keeps_what_its_retention_says(resilience_config):
     assert not JobUpload.objects.exists()
 
 
+class CountingEmbedder:
+    """A deterministic three-dimensional embedder that remembers the texts it was asked for."""
+
+    name = "counting-test"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def embed(self, texts: list[str]):
+        import numpy as np
+
+        self.asked.extend(texts)
+        return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+
+def test_housekeeping_keeps_the_newest_cached_embeddings_within_the_bound(resilience_config):
+    from rag.embedding_cache import embed_cached
+    from rag.models import CachedEmbedding
+
+    resilience_config(cache={"embedding_max_entries": 3})
+    embedder = CountingEmbedder()
+    texts = ["one", "two", "three", "four", "five"]
+    now = timezone.now()
+    for age, text in zip(range(5, 0, -1), texts, strict=True):
+        embed_cached(embedder, [text])
+        CachedEmbedding.objects.filter(pk=CachedEmbedding.objects.latest("id").pk).update(
+            created_at=now - timedelta(minutes=age)
+        )
+
+    removed = housekeeping.run()
+
+    assert removed["embeddings"] == 2
+    assert CachedEmbedding.objects.filter(model=embedder.name).count() == 3
+    embedder.asked.clear()
+    embed_cached(embedder, ["one", "four", "five"])  # "one" went; the newest stayed
+    assert embedder.asked == ["one"]
+    assert housekeeping.run()["embeddings"] == 1  # the bound holds after the text came back
+
+
 # METRICS
 
 

@@ -339,6 +339,16 @@ class CacheSettings(SettingsRow):
             "Seconds past its TTL an answer may still be served, marked stale, while Ollama is down.",
         ),
     )
+    embedding_max_entries = models.IntegerField(
+        "embedding cache entries",
+        default=CacheConfig.embedding_max_entries,
+        help_text=help_text(
+            CacheConfig,
+            "embedding_max_entries",
+            "Vectors the embedding cache keeps (about 1.7 KB each at 384 dimensions); the oldest go first, "
+            "every 10 minutes.",
+        ),
+    )
 
     config_class = CacheConfig
     section = "cache"
@@ -347,6 +357,7 @@ class CacheSettings(SettingsRow):
         "max_entries": AT_LEAST_ONE,
         "ttl_seconds": AT_LEAST_ONE,
         "serve_stale_seconds": AT_LEAST_ZERO,
+        "embedding_max_entries": AT_LEAST_ONE,
     }
 
     class Meta(SettingsRow.Meta):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 import threading
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -44,12 +45,23 @@ _OPERATOR = re.compile("|".join(re.escape(op) for op in sorted(OPERATORS, key=le
 _WORD = re.compile(r"[A-Za-z][A-Za-z]{3,}")
 CLOSENESS = 0.8
 
-_vocabularies: dict[tuple[int, int], frozenset[str]] = {}
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A collection's full-text lexemes with what BM25 needs of them (rag.ranking)."""
+
+    words: frozenset[str]
+    chunks_with: dict[str, int]  # lexeme -> how many chunks hold it
+    chunks: int
+    mean_length: float  # distinct lexemes a chunk, on average
+
+
+_vocabularies: dict[tuple[int, int], Vocabulary] = {}
 _lock = threading.Lock()
 
 
-def vocabulary(collection_id: int, corpus_version: int) -> frozenset[str]:
-    """Every full-text lexeme of the collection's chunks, kept per corpus version."""
+def vocabulary(collection_id: int, corpus_version: int) -> Vocabulary:
+    """Every full-text lexeme of the collection's chunks and their counts, kept per corpus version."""
     key = (collection_id, corpus_version)
     with _lock:
         found = _vocabularies.get(key)
@@ -57,10 +69,17 @@ def vocabulary(collection_id: int, corpus_version: int) -> frozenset[str]:
         return found
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT word FROM ts_stat('SELECT search_vector FROM {Chunk._meta.db_table} WHERE collection_id = "
+            f"SELECT word, ndoc FROM ts_stat('SELECT search_vector FROM {Chunk._meta.db_table} WHERE collection_id = "
             f"{int(collection_id)}')"
         )
-        found = frozenset(row[0] for row in cursor.fetchall())
+        counts = {word: int(ndoc) for word, ndoc in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT count(*), coalesce(avg(length(search_vector)), 0) FROM {Chunk._meta.db_table} "
+            "WHERE collection_id = %s",
+            [collection_id],
+        )
+        chunks, mean_length = cursor.fetchone()
+    found = Vocabulary(frozenset(counts), counts, int(chunks), float(mean_length))
     with _lock:
         for stale in [k for k in _vocabularies if k[0] == collection_id]:
             del _vocabularies[stale]
@@ -84,7 +103,7 @@ def search_text(collections: CollectionSet, question: str) -> str:
     """The question with operator names and corrections of misspelt words appended."""
     extra = [OPERATORS[op] for op in _OPERATOR.findall(question)]
     scope = zip(collections.ids, collections.versions, strict=True)
-    known = frozenset().union(*(vocabulary(pk, version) for pk, version in scope))
+    known = frozenset().union(*(vocabulary(pk, version).words for pk, version in scope))
     for _, lexeme in _lexemes(_WORD.findall(question.lower())):
         if lexeme in known:
             continue

@@ -201,11 +201,16 @@ def candidates(
     model_name: str | None = None,
     query_vector: np.ndarray | None = None,
     limit: int = CANDIDATES,
+    words: str | None = None,
 ) -> list[Candidate]:
-    """The first stage: the best of each ranking, fused, with their chunks' text and documents."""
+    """The first stage: the best of each ranking, fused, with their chunks' text and documents.
+
+    ``words`` is what the full-text search looks for (rag.query.search_text of the question).
+    """
     ids = collections.ids
+    words = search_text(collections, question) if words is None else words
     vector_hits = vector_search(ids, model_name, query_vector, limit) if query_vector is not None else []
-    text_hits = text_search(ids, search_text(collections, question), limit)
+    text_hits = text_search(ids, words, limit)
     fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
     if not fused:
         return []
@@ -256,13 +261,26 @@ def hybrid_search(
     """
     timings = {} if timings is None else timings
     started = time.perf_counter()
+    words = search_text(collections, question)
     found = candidates(
-        collections, question, model_name=model_name, query_vector=query_vector, limit=max(CANDIDATES, 2 * k)
+        collections,
+        question,
+        model_name=model_name,
+        query_vector=query_vector,
+        limit=max(CANDIDATES, 2 * k),
+        words=words,
     )
     reranked = time.perf_counter()
     timings["search"] = round((reranked - started) * 1000, 2)
     if query_vector is not None and model_name is not None and settings.RAGSITE_RERANK:
-        found = rerank(found, model_name=model_name, query_vector=query_vector)
+        found = rerank(
+            found,
+            model_name=model_name,
+            query_vector=query_vector,
+            collections=collections,
+            text=words,
+            max_terms=MAX_QUERY_TERMS,
+        )
         timings["rerank"] = round((time.perf_counter() - reranked) * 1000, 2)
     if max_per_document is None:
         max_per_document = settings.RAGSITE_MAX_PER_DOCUMENT

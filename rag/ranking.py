@@ -100,11 +100,11 @@ def _renumber(sentences: list[tuple[int, str, float]]) -> list[tuple[int, str, f
 # so the reranker costs two queries, no model call: each candidate is scored by its own
 # similarity to the question, its best sentence's, and how well its words match the question's
 # (BM25, below), normalised by the best candidate's. Every candidate of the first stage is scored
-# (20 nearest + 20 best keyword matches at most, for k up to 10): the right chunk is often one that
+# (25 nearest + 25 best keyword matches at most, for k up to 12): the right chunk is often one that
 # only one of the two rankings found, low in it. The weights were chosen on the golden set's tuning
 # half; the fused rank's weight came out at 0 once the words were scored (its order only breaks ties
 # among candidates past RERANK_TOP).
-RERANK_TOP = 40
+RERANK_TOP = 50
 WEIGHT_FUSED = 0.0
 WEIGHT_CHUNK = 1.75
 WEIGHT_SENTENCE = 1.0

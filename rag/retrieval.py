@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 RRF_K = 60
 # Chunks taken from each ranking before fusion, whatever k: a larger k only reads further down.
-CANDIDATES = 20
+CANDIDATES = 25
 
 
 @dataclass

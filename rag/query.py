@@ -50,8 +50,7 @@ CLOSENESS = 0.8
 class Vocabulary:
     """A collection's full-text lexemes with what BM25 needs of them (rag.ranking)."""
 
-    words: frozenset[str]
-    chunks_with: dict[str, int]  # lexeme -> how many chunks hold it
+    chunks_with: dict[str, int]  # every lexeme -> how many chunks hold it
     chunks: int
     mean_length: float  # distinct lexemes a chunk, on average
 
@@ -79,7 +78,7 @@ def vocabulary(collection_id: int, corpus_version: int) -> Vocabulary:
             [collection_id],
         )
         chunks, mean_length = cursor.fetchone()
-    found = Vocabulary(frozenset(counts), counts, int(chunks), float(mean_length))
+    found = Vocabulary(counts, int(chunks), float(mean_length))
     with _lock:
         for stale in [k for k in _vocabularies if k[0] == collection_id]:
             del _vocabularies[stale]
@@ -103,7 +102,8 @@ def search_text(collections: CollectionSet, question: str) -> str:
     """The question with operator names and corrections of misspelt words appended."""
     extra = [OPERATORS[op] for op in _OPERATOR.findall(question)]
     scope = zip(collections.ids, collections.versions, strict=True)
-    known = frozenset().union(*(vocabulary(pk, version).words for pk, version in scope))
+    words = [vocabulary(pk, version).chunks_with for pk, version in scope]
+    known = words[0] if len(words) == 1 else frozenset().union(*words)
     for _, lexeme in _lexemes(_WORD.findall(question.lower())):
         if lexeme in known:
             continue

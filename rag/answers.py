@@ -231,7 +231,11 @@ class _Run:
             return
         assert self.collections is not None
         if not covers(
-            answer.sources, collection_ids=self.collections.ids, question=self.question, model_name=self.embedder.name
+            answer.sources,
+            collections=self.collections,
+            question=self.question,
+            model_name=self.embedder.name,
+            query_vector=self.vector,
         ):
             answer.answer = NOT_COVERED
             answer.answerable = False

@@ -7,8 +7,13 @@ import json
 
 import pytest
 
+from rag import declining
+from rag.declining import covers
+from rag.embeddings import get_embedder
 from rag.ingestion import SourceItem, ingest_items
 from rag.results import NOT_COVERED
+from rag.retrieval import RetrievedChunk
+from rag.visibility import OPERATOR, resolve
 
 pytestmark = pytest.mark.django_db
 
@@ -78,3 +83,20 @@ def test_a_generated_answer_citing_a_passage_that_does_not_exist_is_flagged(
     assert body["invalid_citations"] == [7]
     fake_ollama.chat_reply = "Every October [1]."
     assert ask(client, "When are the boilers serviced?")["invalid_citations"] == []
+
+
+def test_a_source_far_from_the_question_does_not_decline_what_another_sentence_answers(corpus, monkeypatch):
+    # The sources handed to the check are the parking passage; the boiler passage answers the question.
+    collections = resolve(OPERATOR, [COLLECTION])
+    embedder = get_embedder()
+    question = "When are the boilers serviced?"
+    vector = embedder.embed([question])[0]
+    parking = RetrievedChunk.from_source(
+        {"id": 0, "document_id": 0, "title": "parking", "source": "facility:parking", "score": 0.0, "text": ""}
+    )
+    parking.relevance = 0.1
+    judge = dict(collections=collections, question=question, model_name=embedder.name)
+    assert covers([parking], **judge, query_vector=vector) is True
+    assert covers([parking], **judge) is False  # without the question's vector, the sources alone judge
+    monkeypatch.setattr(declining, "NEAREST_SENTENCE_MAX_CHUNKS", 1)  # too many chunks to scan
+    assert covers([parking], **judge, query_vector=vector) is False

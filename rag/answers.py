@@ -230,13 +230,15 @@ class _Run:
             yield from self._deliver()
             return
         assert self.collections is not None
-        if not covers(
-            answer.sources,
-            collections=self.collections,
-            question=self.question,
-            model_name=self.embedder.name,
-            query_vector=self.vector,
-        ):
+        with self._timed("decline"):
+            covered = covers(
+                answer.sources,
+                collections=self.collections,
+                question=self.question,
+                model_name=self.embedder.name,
+                query_vector=self.vector,
+            )
+        if not covered:
             answer.answer = NOT_COVERED
             answer.answerable = False
             self._store()

@@ -86,16 +86,30 @@ def vocabulary(collection_id: int, corpus_version: int) -> Vocabulary:
     return found
 
 
+# Each word's stem, kept per process: the stemmer never changes, and a question whose words were
+# all seen before costs retrieval no round trip of its own (rag.hybrid's statement is the one).
+_STEMS_KEPT = 100_000
+_stems: dict[str, str] = {}
+
+
 def _lexemes(words: list[str]) -> list[tuple[str, str]]:
     """(word, its English stem) for the words that have one (stop words have none)."""
-    if not words:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT w, array_to_string(tsvector_to_array(to_tsvector('english', w)), ' ') FROM unnest(%s::text[]) AS w",
-            [words],
-        )
-        return [(word, lexeme) for word, lexeme in cursor.fetchall() if lexeme and " " not in lexeme]
+    stems = {word: _stems[word] for word in words if word in _stems}
+    unknown = [word for word in dict.fromkeys(words) if word not in stems]
+    if unknown:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT w, array_to_string(tsvector_to_array(to_tsvector('english', w)), ' ') "
+                "FROM unnest(%s::text[]) AS w",
+                [unknown],
+            )
+            found = {word: lexeme if lexeme and " " not in lexeme else "" for word, lexeme in cursor.fetchall()}
+        with _lock:
+            if len(_stems) + len(found) > _STEMS_KEPT:
+                _stems.clear()
+            _stems.update(found)
+        stems.update(found)
+    return [(word, stem) for word in words if (stem := stems.get(word, ""))]
 
 
 def search_text(collections: CollectionSet, question: str) -> str:

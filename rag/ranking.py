@@ -159,7 +159,12 @@ def word_scores(chunk_ids: list[int], *, collections: CollectionSet, text: str, 
             "WHERE c.id = ANY(%s) AND t.lexeme IN (SELECT lexeme FROM q)",
             [text, max_terms, chunk_ids],
         )
-        rows = cursor.fetchall()
+        return bm25(cursor.fetchall(), collections=collections)
+
+
+def bm25(rows: list[tuple[int, int, str, int]], *, collections: CollectionSet) -> dict[int, float]:
+    """``word_scores`` from its rows: (chunk id, distinct lexemes of the chunk, a question lexeme it
+    holds, how often), when they came with the candidates (rag.hybrid)."""
     if not rows:
         return {}
     vocabularies = [vocabulary(pk, version) for pk, version in zip(collections.ids, collections.versions, strict=True)]
@@ -187,12 +192,26 @@ def rerank(
 
     Without ``collections`` (or ``text``) the words are not scored.
     """
-    head, tail = candidates[:RERANK_TOP], candidates[RERANK_TOP:]
+    head = candidates[:RERANK_TOP]
     if not head:
         return candidates
     ids = [c.chunk_id for c in head]
     chunk_similarity, sentences = similarities(ids, model_name=model_name, query_vector=query_vector)
     words = word_scores(ids, collections=collections, text=text, max_terms=max_terms) if collections and text else {}
+    return rescore(candidates, chunk_similarity, sentences, words)
+
+
+def rescore(
+    candidates: list[Candidate],
+    chunk_similarity: dict[int, float],
+    sentences: dict[int, list[tuple[int, str, float]]],
+    words: dict[int, float],
+) -> list[Candidate]:
+    """``rerank`` given what it scores by (``similarities``' two dicts, ``word_scores``), when they
+    came with the candidates."""
+    head, tail = candidates[:RERANK_TOP], candidates[RERANK_TOP:]
+    if not head:
+        return candidates
     top_fused = max(c.score for c in head) or 1.0
     top_words = max(words.values(), default=0.0) or 1.0
     for candidate in head:

@@ -8,22 +8,21 @@ found by both rises to the top.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.backends.utils import CursorWrapper
 
-from rag import sql, vector_plan
+from rag import hybrid, sql, vector_plan
 from rag.models import Chunk
 from rag.query import search_text
-from rag.ranking import Candidate, diversify, rerank
+from rag.ranking import RERANK_TOP, Candidate, bm25, diversify, rescore
 from rag.visibility import CollectionSet
 
 logger = logging.getLogger(__name__)
@@ -118,75 +117,57 @@ def vector_search(
     return [(int(row[0]), float(row[1])) for row in rows]
 
 
-# The question's distinct lexemes, ORed: a natural question whose every word is not in one chunk
-# still finds the chunks holding most of them, and ts_rank_cd rewards those holding more of them,
-# closer together. Its cost grows faster than the number of terms (on the demo corpus, for common
-# words: 4 terms 7 ms, 12 terms 21 ms, 32 terms 77 ms; a 2000-character question ORed word by word
-# was a 547-node query taking 1.25 s), so a question keeps at most MAX_QUERY_TERMS distinct
-# lexemes, its longest: longer words tend to be the rarer, more telling ones; ties go to the
-# earlier word. Few questions have more than a dozen distinct content words.
-MAX_QUERY_TERMS = 12
-# Each lexeme is quoted for tsquery input (quotes and backslashes doubled) so it is taken as it is;
-# to_tsquery would stem the already stemmed lexemes a second time.
-_TSQUERY = (
-    "SELECT coalesce(string_agg('''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '), '')"
-    "::tsquery AS query FROM (SELECT lexeme FROM unnest(to_tsvector('english', %s)) AS t(lexeme, positions, weights) "
-    "ORDER BY length(lexeme) DESC, positions[1] LIMIT %s) AS lexemes"
-)
 QUERY_CANCELED = "57014"  # the SQLSTATE of a statement cancelled by statement_timeout
 
 
 def query_terms(question: str) -> str:
-    """The tsquery full-text search runs for a question, as text."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT query::text FROM ({_TSQUERY}) AS q", [question, MAX_QUERY_TERMS])
-        return cursor.fetchone()[0]
+    """The tsquery the full-text ranking ranks by (the question's distinct lexemes, ORed), as text.
+
+    ts_rank_cd rewards the chunks holding more of them, closer together; a question keeps at most
+    hybrid.MAX_QUERY_TERMS, its rarest, since a query's cost grows faster than its terms.
+    """
+    return _fetch(hybrid.query_terms(question), timeout_ms=0)[0][0]
 
 
 def text_search(collection_ids: Sequence[int], question: str, limit: int) -> list[tuple[int, float]]:
-    """(chunk id, rank) of the chunks of the collections that best match the question's words.
+    """(chunk id, rank) of the chunks of the collections that best match the question's words: the
+    full-text ranking of the hybrid statement alone (over its bounded pool, rag.hybrid)."""
+    statement = hybrid.text_ranking(collection_ids=list(collection_ids), text=question, limit=limit)
+    return [(int(row[0]), float(row[1])) for row in _fetch(statement, timeout_ms=0)]
 
-    Runs under ``RAGSITE_RETRIEVAL_TIMEOUT_MS``: past it the full-text list is given up (and
-    logged), and the caller ranks by vectors alone rather than holding a worker.
+
+def _fetch(statement: hybrid.Statement, *, timeout_ms: int) -> list[tuple[Any, ...]]:
+    """The statement's rows, its SET LOCALs applied to it alone; Postgres cancels it after
+    ``timeout_ms`` (0: never).
+
+    Outside a transaction the SETs and the statement go as one string, one round trip: they share
+    the implicit transaction Postgres gives a string of several statements. Inside a caller's
+    transaction they run in a savepoint, and the timeout is put back after (SET LOCAL would
+    outlive the statement there); a cancelled statement rolls the savepoint back, setting and all.
     """
-    statement = (
-        f"WITH q AS ({_TSQUERY}) "
-        "SELECT c.id, ts_rank_cd(c.search_vector, q.query, 32) AS rank "
-        "FROM rag_chunk c, q WHERE c.collection_id = ANY(%s) AND q.query::text <> '' "
-        "AND c.search_vector @@ q.query ORDER BY rank DESC, c.id LIMIT %s"
-    )
-    try:
-        with statement_timeout(settings.RAGSITE_RETRIEVAL_TIMEOUT_MS) as cursor:
-            cursor.execute(statement, [question, MAX_QUERY_TERMS, list(collection_ids), limit])
-            return [(int(row[0]), float(row[1])) for row in cursor.fetchall()]
-    except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
-            raise
-        logger.warning(
-            "full-text search cancelled after %d ms (a question of %d characters): ranking by vectors alone",
-            settings.RAGSITE_RETRIEVAL_TIMEOUT_MS,
-            len(question),
-        )
-        return []
-
-
-@contextmanager
-def statement_timeout(milliseconds: int) -> Iterator[CursorWrapper]:
-    """A cursor whose statements Postgres cancels after ``milliseconds`` (0: never).
-
-    The limit is set for a transaction (a savepoint inside one) and put back at the end, so it
-    never outlives the block; a cancelled statement rolls the savepoint back, setting and all.
-    """
+    settings_sql = [f"SET LOCAL statement_timeout = {int(timeout_ms)}", *statement.settings]
+    if not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join([*settings_sql, statement.sql]), statement.params)
+            for _ in settings_sql:
+                cursor.nextset()
+            return cursor.fetchall()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('statement_timeout')")
         previous = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
-        yield cursor
+        for setting in settings_sql:
+            cursor.execute(setting)
+        cursor.execute(statement.sql, statement.params)
+        rows = cursor.fetchall()
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+        return rows
 
 
 def fuse(rankings: list[list[int]], k: int) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of several ranked id lists; the best ``k`` (id, score)."""
+    """Reciprocal rank fusion of several ranked id lists; the best ``k`` (id, score).
+
+    The hybrid statement fuses in SQL (rag.hybrid); this is the same rule, for lists at hand.
+    """
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, chunk_id in enumerate(ranking, start=1):
@@ -203,44 +184,87 @@ def candidates(
     limit: int = CANDIDATES,
     words: str | None = None,
 ) -> list[Candidate]:
-    """The first stage: the best of each ranking, fused, with their chunks' text and documents.
+    """The first stage: the best of each ranking, fused, with their chunks' text and documents, in
+    one statement (rag.hybrid).
 
     ``words`` is what the full-text search looks for (rag.query.search_text of the question).
     """
-    ids = collections.ids
+    return _first_stage(
+        collections, question, model_name=model_name, query_vector=query_vector, limit=limit, words=words
+    )[0]
+
+
+def _first_stage(
+    collections: CollectionSet,
+    question: str,
+    *,
+    model_name: str | None,
+    query_vector: np.ndarray | None,
+    limit: int,
+    words: str | None,
+    for_reranking: bool = False,
+) -> tuple[list[Candidate], list[tuple[int, int, str, int]]]:
+    """``candidates``, and with ``for_reranking`` what the reranker scores by: the chunk's and its
+    sentences' similarity to the question (in the candidates) and the rows of its BM25 of the
+    question's words (rag.ranking.bm25), for the first ``RERANK_TOP``.
+
+    The statement runs under ``RAGSITE_RETRIEVAL_TIMEOUT_MS``: past it, it is cancelled (and
+    logged) and run again without its full-text ranking, so the answer is ranked by vectors alone
+    rather than holding a worker.
+    """
+    ids = list(collections.ids)
     words = search_text(collections, question) if words is None else words
-    vector_hits = vector_search(ids, model_name, query_vector, limit) if query_vector is not None else []
-    text_hits = text_search(ids, words, limit)
-    fused = fuse([[chunk_id for chunk_id, _ in vector_hits], [chunk_id for chunk_id, _ in text_hits]], 2 * limit)
-    if not fused:
-        return []
-    similarity = dict(vector_hits)
-    rows = (
-        Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _ in fused], collection_id__in=ids)
-        .select_related("document")
-        .defer("embedding", "search_vector", "document__sha256")
-    )
-    by_id = {chunk.pk: chunk for chunk in rows}
+    has_vector = query_vector is not None and model_name is not None
+    plan = vector_plan.choose(ids, model_name) if has_vector else None
+    reranking = for_reranking and has_vector
+
+    def statement(text: str | None) -> hybrid.Statement:
+        return hybrid.hybrid(
+            collection_ids=ids,
+            text=text,
+            model_name=model_name if has_vector else None,
+            vector=query_vector if has_vector else None,
+            plan=plan,
+            limit=limit,
+            fused=2 * limit,
+            rrf_k=RRF_K,
+            rerank_top=RERANK_TOP if reranking else 0,
+            scored_words=words if reranking else None,
+        )
+
+    try:
+        rows = _fetch(statement(words), timeout_ms=settings.RAGSITE_RETRIEVAL_TIMEOUT_MS)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != QUERY_CANCELED:
+            raise
+        logger.warning(
+            "full-text search cancelled after %d ms (a question of %d characters): ranking by vectors alone",
+            settings.RAGSITE_RETRIEVAL_TIMEOUT_MS,
+            len(question),
+        )
+        rows = _fetch(statement(None), timeout_ms=0) if has_vector else []
     found = []
-    for chunk_id, score in fused:
-        chunk = by_id.get(chunk_id)
-        if chunk is None:  # deleted between the two queries
-            continue
+    scored: list[tuple[int, int, str, int]] = []
+    for row in rows:
+        chunk_id, document_id, ordinal, heading, text, collection_id, title, source, score, similarity = row[:10]
+        sentences, length, held = (json.loads(x) if isinstance(x, str) else x for x in row[10:])
+        scored.extend((chunk_id, length, lexeme, int(count)) for lexeme, count in held or [])
         found.append(
             Candidate(
-                chunk_id=chunk.pk,
-                document_id=chunk.document_id,
-                ordinal=chunk.ordinal,
-                title=chunk.document.title,
-                source=chunk.document.source,
-                text=chunk.text,
-                score=score,
-                similarity=similarity.get(chunk_id),
-                heading=chunk.heading,
-                collection=collections.name_of(chunk.collection_id),
+                chunk_id=chunk_id,
+                document_id=document_id,
+                ordinal=ordinal,
+                title=title,
+                source=source,
+                text=text,
+                score=float(score),
+                similarity=None if similarity is None else float(similarity),
+                heading=heading,
+                sentences=[(int(p), t, float(v)) for p, t, v in sentences or []],
+                collection=collections.name_of(collection_id),
             )
         )
-    return found
+    return found, scored
 
 
 def hybrid_search(
@@ -261,25 +285,26 @@ def hybrid_search(
     """
     timings = {} if timings is None else timings
     started = time.perf_counter()
-    words = search_text(collections, question)
-    found = candidates(
+    reranking = query_vector is not None and model_name is not None and settings.RAGSITE_RERANK
+    found, scored = _first_stage(
         collections,
         question,
         model_name=model_name,
         query_vector=query_vector,
         limit=max(CANDIDATES, 2 * k),
-        words=words,
+        words=None,
+        for_reranking=reranking,
     )
     reranked = time.perf_counter()
     timings["search"] = round((reranked - started) * 1000, 2)
-    if query_vector is not None and model_name is not None and settings.RAGSITE_RERANK:
-        found = rerank(
+    if reranking:
+        # What the reranker scores by came with the candidates: no query of its own.
+        head = found[:RERANK_TOP]
+        found = rescore(
             found,
-            model_name=model_name,
-            query_vector=query_vector,
-            collections=collections,
-            text=words,
-            max_terms=MAX_QUERY_TERMS,
+            {c.chunk_id: c.similarity for c in head if c.similarity is not None},
+            {c.chunk_id: c.sentences for c in head if c.sentences},
+            bm25(scored, collections=collections),
         )
         timings["rerank"] = round((time.perf_counter() - reranked) * 1000, 2)
     if max_per_document is None:

@@ -6,13 +6,16 @@ import time
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from rag import hybrid
 from rag.answers import answer_question
 from rag.embeddings import get_embedder
+from rag.hybrid import MAX_QUERY_TERMS
 from rag.models import Collection
 from rag.query import search_text
 from rag.ranking import Candidate, diversify
-from rag.retrieval import MAX_QUERY_TERMS, fuse, hybrid_search, query_terms, vector_search
+from rag.retrieval import fuse, hybrid_search, query_terms, text_search, vector_search
 from rag.visibility import OPERATOR, CollectionSet, resolve
 
 pytestmark = pytest.mark.django_db
@@ -107,12 +110,67 @@ def test_a_long_question_costs_about_what_a_short_one_does(demo_corpus):
     assert long < 3 * short, f"long {long * 1000:.1f} ms, short {short * 1000:.1f} ms"
 
 
-def test_full_text_search_asks_for_the_longest_distinct_terms_only(db):
-    terms = query_terms(long_question()).split(" | ")
+def test_full_text_search_asks_for_the_rarest_distinct_terms_only(demo_corpus):
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE rag_chunk")  # the column's statistics say which words are rare
+    # A word no chunk holds is the rarest of all: it is kept, whatever the common words around it.
+    terms = query_terms(f"{long_question()} walrus").split(" | ")
     assert len(terms) == MAX_QUERY_TERMS == len(set(terms))
-    assert terms[0] == "'statement'" and "'set'" not in terms  # the longest words are kept
-    assert query_terms("What does the yield statement do? Yield, yield!") == "'statement' | 'yield'"
+    assert terms[0] == "'walrus'"
+    # Of two known words the rarer comes first ("yield" is in fewer chunks than "statement").
+    assert query_terms("What does the yield statement do? Yield, yield!") == "'yield' | 'statement'"
     assert query_terms("the of and") == ""
+
+
+def _holding(ids: list[int], query: str) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM rag_chunk WHERE id = ANY(%s) AND search_vector @@ to_tsquery('english', %s)", [ids, query]
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def test_full_text_ranking_is_the_full_one_while_the_matches_fit_its_pool(demo_corpus, monkeypatch):
+    question = "How does a generator function yield values to the caller?"
+    query = query_terms(question)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM rag_chunk WHERE collection_id = %s AND search_vector @@ %s::tsquery "
+            "ORDER BY ts_rank_cd(search_vector, %s::tsquery, 32) DESC, id",
+            [demo_corpus.pk, query, query],
+        )
+        every_match = [row[0] for row in cursor.fetchall()]
+    assert len(every_match) > 20
+    monkeypatch.setattr(hybrid, "TEXT_POOL", len(every_match))  # they just fit
+    assert [chunk_id for chunk_id, _ in text_search([demo_corpus.pk], question, 20)] == every_match[:20]
+
+
+def test_a_full_pool_is_filled_by_the_chunks_holding_every_word_then_the_rarest(demo_corpus, monkeypatch):
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE rag_chunk")
+    monkeypatch.setattr(hybrid, "TEXT_POOL", 5)
+    found = [chunk_id for chunk_id, _ in text_search([demo_corpus.pk], "yield statement generator", 5)]
+    assert len(found) == 5
+    every_word = _holding(list(demo_corpus.documents.values_list("chunks", flat=True)), "yield & statement & generator")
+    assert 0 < len(every_word) < 5 and set(every_word) <= set(found)
+    # The rest hold the rarest of the three words.
+    assert _holding(found, "generator") == sorted(found)
+    # No chunk holds every word: the rarest known word ("yield", not "statement") fills the pool.
+    found = [chunk_id for chunk_id, _ in text_search([demo_corpus.pk], "yield statement walrus", 5)]
+    assert len(found) == 5
+    assert _holding(found, "yield") == sorted(found)
+
+
+def test_hybrid_retrieval_reads_the_chunks_in_one_statement(demo_corpus):
+    embedder = get_embedder()
+    question = "What does the yield statement do?"
+    vector = embedder.embed([question])[0]
+    hybrid_search(scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=vector)
+    with CaptureQueriesContext(connection) as queries:
+        results = hybrid_search(scope(demo_corpus), question, 5, model_name=embedder.name, query_vector=vector)
+    assert results[0].source == "pydoc:yield" and results[0].relevance is not None  # reranked
+    reading = [q["sql"] for q in queries.captured_queries if "rag_chunk" in q["sql"] or "rag_sentence" in q["sql"]]
+    assert len(reading) == 1, reading
 
 
 def test_quotes_and_backslashes_in_a_question_are_just_words(demo_corpus):

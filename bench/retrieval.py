@@ -234,8 +234,8 @@ def main(argv: list[str]) -> int:
         default="40,100,200,400,1000",
         help="hnsw.ef_search values to try (1000 is the most pgvector allows).",
     )
-    parser.add_argument("--m", type=int, default=16, help="HNSW m (the chunks' index ships with 16).")
-    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction (ships with 64).")
+    parser.add_argument("--m", type=int, default=0, help="HNSW m (0: what the chunks' index ships with).")
+    parser.add_argument("--ef-construction", type=int, default=0, help="HNSW ef_construction (0: as shipped).")
     parser.add_argument("--repeat", type=int, default=2, help="Passes over the questions for the hybrid timings.")
     parser.add_argument("--queries", type=int, default=0, help="Only the first N golden questions (0: all).")
     parser.add_argument(
@@ -257,7 +257,10 @@ def main(argv: list[str]) -> int:
 
     from rag import sql
     from rag.embeddings import LocalEmbedder
-    from rag.models import DEFAULT_MODEL, Chunk, Collection
+    from rag.models import CHUNK_HNSW_EF_CONSTRUCTION, CHUNK_HNSW_M, DEFAULT_MODEL, Chunk, Collection
+
+    args.m = args.m or CHUNK_HNSW_M
+    args.ef_construction = args.ef_construction or CHUNK_HNSW_EF_CONSTRUCTION
 
     call_command("ingest", "--demo", "--if-empty", "--no-progress", stdout=io.StringIO())
     source = Collection.objects.get(name="default")

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from rag import sql
-from rag.models import DEFAULT_DIMENSIONS, DEFAULT_MODEL, Chunk
+from rag.models import CHUNK_HNSW_EF_CONSTRUCTION, CHUNK_HNSW_M, DEFAULT_DIMENSIONS, DEFAULT_MODEL, Chunk
 from resilience import config
 from resilience.client import get_client
 
@@ -156,7 +156,14 @@ def ensure_vector_index(model_name: str, dimensions: int) -> None:
     key = (model_name, dimensions)
     if key in _indexed:
         return
-    sql.create_hnsw_index(table=Chunk._meta.db_table, prefix="chunk_emb", model_name=model_name, dimensions=dimensions)
+    sql.create_hnsw_index(
+        table=Chunk._meta.db_table,
+        prefix="chunk_emb",
+        model_name=model_name,
+        dimensions=dimensions,
+        m=CHUNK_HNSW_M,
+        ef_construction=CHUNK_HNSW_EF_CONSTRUCTION,
+    )
     _indexed.add(key)
 
 

@@ -4,6 +4,8 @@ from rag.models.caches import CacheCounter, CachedAnswer, CachedAnswerUsage, Cac
 from rag.models.corpus import (
     ANSWER_HNSW_EF_CONSTRUCTION,
     ANSWER_HNSW_M,
+    CHUNK_HNSW_EF_CONSTRUCTION,
+    CHUNK_HNSW_M,
     DEFAULT_DIMENSIONS,
     DEFAULT_MODEL,
     CacheOutcome,
@@ -20,6 +22,8 @@ from rag.models.usage import ApiKey, EvalRun, Feedback, QueryLog, ThrottleCount
 __all__ = [
     "ANSWER_HNSW_EF_CONSTRUCTION",
     "ANSWER_HNSW_M",
+    "CHUNK_HNSW_EF_CONSTRUCTION",
+    "CHUNK_HNSW_M",
     "DEFAULT_DIMENSIONS",
     "DEFAULT_MODEL",
     "ApiKey",

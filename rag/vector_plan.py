@@ -17,8 +17,9 @@ So the plan is chosen per query from the planner's estimate of the rows the coll
 - in between: the index with iterative scans where the server has them (pgvector 0.8+), else an
   exact scan: slower, never wrong.
 
-The search falls back to an exact scan whenever the index comes back short anyway (rag.sql). The
-estimates are the planner's own (EXPLAIN, from the table's statistics), kept a minute per process.
+The search falls back to an exact scan whenever the index comes back short anyway (rag.sql,
+rag.hybrid). The estimates are the planner's own (EXPLAIN, from the table's statistics), kept a
+minute per process.
 """
 
 from __future__ import annotations

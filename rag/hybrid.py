@@ -8,7 +8,8 @@ The statement, built here and run by rag.retrieval, holds:
 - the full-text ranking over a bounded pool of candidates (below);
 - reciprocal rank fusion of the two (``rag.retrieval.RRF_K``);
 - the fused chunks' rows with their documents, and for the first ``rag.ranking.RERANK_TOP`` of them
-  the chunk's and each sentence's similarity to the question, so the reranker needs no query.
+  the chunk's and each sentence's similarity to the question and how often it holds each of the
+  question's words (for BM25), so the reranker needs no query.
 
 The collection ids (resolved by rag.visibility) are in both rankings' WHERE clauses.
 

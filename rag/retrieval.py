@@ -3,8 +3,8 @@
 Both searches run inside the collections a question is asked of: their ids are in each search's
 SQL (rag.visibility resolved them, and only those the caller may read). Reciprocal rank fusion
 (score = sum of 1 / (60 + rank)) needs no score calibration between the two lists, and a chunk
-found by both rises to the top. Both rankings, the fusion, the chunks and the reranker's
-similarities are one SQL statement (rag.hybrid): one round trip a question.
+found by both rises to the top. Both rankings, the fusion, the chunks and what the reranker
+scores by are one SQL statement (rag.hybrid): one round trip a question.
 """
 
 from __future__ import annotations

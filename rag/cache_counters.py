@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, connection
 
 from rag import sql
+from rag.bookkeeping import increment_sql, ledger
 from rag.models import CacheCounter, CachedAnswer, CacheOutcome
 from resilience import config
 from resilience.db import savepoint
@@ -41,17 +42,6 @@ def safely(what: str, fn: Callable[..., T], *args: Any, default: T) -> T:
         return default
 
 
-def increment_sql(counts: dict[str, int]) -> tuple[str, list[Any]]:
-    """The statement adding ``counts`` to the shared counters, to run alone or with others."""
-    items = sorted((name, n) for name, n in counts.items() if n)  # one lock order: no deadlocks
-    values = ", ".join(["(%s, %s)"] * len(items))
-    statement = (
-        f"INSERT INTO {COUNTERS} (name, value) VALUES {values} "
-        f"ON CONFLICT (name) DO UPDATE SET value = {COUNTERS}.value + EXCLUDED.value"
-    )
-    return statement, [x for item in items for x in item]
-
-
 def increment(counts: dict[str, int]) -> None:
     if not any(counts.values()):
         return
@@ -61,9 +51,9 @@ def increment(counts: dict[str, int]) -> None:
 
 
 def count(**counts: int) -> None:
-    """Add to the shared counters (``count(misses=1)``); never raises."""
-    if any(counts.values()):
-        safely("counting", increment, counts, default=None)
+    """Add to the shared counters (``count(misses=1)``), in the next batch (rag.bookkeeping);
+    never raises."""
+    ledger.count(counts)
 
 
 def record_error() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
-from rag import visibility
+from rag import query_log, visibility
 from rag.golden import GoldenQuestion
 from rag.models import CachedAnswer, Feedback, QueryLog
 from rag.text import question_hash
@@ -43,7 +43,7 @@ def give_feedback(
     api_key: Any = None,
 ) -> Feedback:
     """Record a rating of a logged answer; a trusted thumbs down also evicts it from the cache."""
-    log = visibility.tagged(caller, QueryLog.objects.filter(pk=query_id)).first()
+    log = query_log.find(query_id, visibility.tagged(caller, QueryLog.objects.all()))
     if log is None:
         raise UnknownQuery(query_id)
     # A key holder's request.user is the key's identity, not an account: only accounts are users.

@@ -46,3 +46,10 @@ def post_worker_init(worker) -> None:
     from rag.model_warmup import warm_up
 
     warm_up()
+
+
+def worker_exit(server, worker) -> None:
+    """Write the hit counts, counters and query log rows the worker still holds (rag.bookkeeping)."""
+    from rag import bookkeeping
+
+    bookkeeping.flush()

@@ -5,20 +5,29 @@ would ask for (``rag.add_document``, ``rag.delete_document``); queries and reads
 the access settings (admin, seeded from ``RAGSITE_ACCESS_*``) say keys only. Throttles count per
 key, or per client IP for callers without one, in Postgres so every worker counts against one
 budget (rag.throttling).
+
+A key is looked up at most once a second per process (``KeyCache``): a key revoked or narrowed
+in another process stops working within that second, as a settings change does
+(resilience.live); in the process that changed it, at once. The collections a key's scope names
+are read live by every query (rag.visibility): only revoking and "all collections" wait.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from rag.models import ApiKey
-from rag.throttling import WindowThrottle
+from rag.throttling import Ticket, WindowThrottle
 from resilience import config
 
 if TYPE_CHECKING:  # rest_framework.views imports this module through the API settings
@@ -39,6 +48,42 @@ class KeyUser:
         return f"key:{self.key.pk}"
 
 
+class KeyCache:
+    """Keys (and wrong keys) as looked up in the last ``SECONDS``; ``timer`` is swappable for tests."""
+
+    SECONDS = 1.0
+    MAX_ENTRIES = 10_000  # wrong keys are remembered too: a flood of them must not grow it forever
+    timer: Callable[[], float] = time.monotonic
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
+
+    def authenticate(self, key: str) -> ApiKey | None:
+        digest = ApiKey.hash(key)
+        now = self.timer()
+        known = self._keys.get(digest)
+        if known is not None and known[0] > now:
+            return known[1]
+        row = ApiKey.authenticate(key)
+        with self._lock:
+            if len(self._keys) >= self.MAX_ENTRIES:
+                self._keys.clear()
+            self._keys[digest] = (now + self.SECONDS, row)
+        return row
+
+    def forget(self, *args: object, **kwargs: object) -> None:
+        """Look every key up again (a key changed in this process; tests)."""
+        with self._lock:
+            self._keys.clear()
+
+
+keys = KeyCache()
+post_save.connect(keys.forget, sender=ApiKey, weak=False, dispatch_uid="rag.access.keys.save")
+post_delete.connect(keys.forget, sender=ApiKey, weak=False, dispatch_uid="rag.access.keys.delete")
+m2m_changed.connect(keys.forget, sender=ApiKey.collections.through, weak=False, dispatch_uid="rag.access.keys.m2m")
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """``Authorization: Bearer <key>``. A wrong or revoked key is a 401, never anonymous."""
 
@@ -49,7 +94,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer":
             return None
-        key = ApiKey.authenticate(credentials.strip())
+        key = keys.authenticate(credentials.strip())
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return KeyUser(key), key
@@ -138,6 +183,16 @@ class PerIpThrottle(WindowThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+def throttle_ticket(request: Request, view: APIView) -> Ticket | None:
+    """The request's throttle (of the view's ``WindowThrottle``s, the one that applies), to be
+    counted by the question's first statement (rag.first_look)."""
+    for throttle in view.get_throttles():
+        ticket = throttle.ticket(request, view) if isinstance(throttle, WindowThrottle) else None
+        if ticket is not None:
+            return ticket
+    return None
+
+
 def enforce(request: HttpRequest, view_class: type[APIView], *, throttle: bool = True) -> Request:
     """Hold a plain Django view to an API view's authentication, permissions and throttles.
 
@@ -152,8 +207,10 @@ def enforce(request: HttpRequest, view_class: type[APIView], *, throttle: bool =
     view.request = drf_request
     view.perform_authentication(drf_request)
     view.check_permissions(drf_request)
-    if throttle:
-        view.check_throttles(drf_request)
+    if throttle:  # counted now, in a statement of its own (QueryApi itself defers it)
+        from rest_framework.views import APIView
+
+        APIView.check_throttles(view, drf_request)
     return drf_request
 
 

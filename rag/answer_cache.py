@@ -3,7 +3,8 @@
 Answers are cached per *scope*: the exact set of collections the answer was built from and their
 corpus versions, embedding model, generation backend and model, prompt version and k. An entry is
 served only to a caller who may read every one of its collections (the exact lookup checks it in
-its own statement; the others get a scope built from what the caller may read). A lookup tries:
+its own statement, the question's first, rag.first_look; the others get a scope built from what
+the caller may read). A lookup tries:
 
 1. exact: the hash of the normalised question (case, whitespace, trailing punctuation), no
    embedding needed;
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 
-from rag import sql
+from rag import bookkeeping, sql
 from rag.cache_counters import increment, safely
 from rag.generation import PROMPT_VERSION
 from rag.models import (
@@ -51,7 +52,7 @@ from rag.models import (
 )
 from rag.near_miss import near_miss_reason
 from rag.text import question_hash
-from rag.visibility import EVERY, Caller, CollectionSet, readable_sql
+from rag.visibility import CollectionSet
 from resilience import config
 
 logger = logging.getLogger(__name__)
@@ -127,9 +128,10 @@ class Hit:
     # Lookups by name only: the collections the names resolved to (names sorted, ids sorted).
     collections: tuple[str, ...] = ()
     collection_ids: tuple[int, ...] = ()
+    entry_id: int | None = None
 
 
-def _hit(kind: CacheOutcome, row: Sequence[Any], similarity: float | None, fresh_after: datetime) -> Hit:
+def to_hit(kind: CacheOutcome, row: Sequence[Any], similarity: float | None, fresh_after: datetime) -> Hit:
     question, answer, sources, generator, created_at, *resolved = row
     if isinstance(sources, str):
         sources = json.loads(sources)
@@ -155,26 +157,9 @@ def _hit_sql(where: str, *, scope: str = "", extra: str = "") -> str:
 
 
 _EXACT_SQL = _hit_sql(f"{_SCOPE_SQL} AND question_hash = %s AND created_at > %s")
-_BY_ID_SQL = _hit_sql("id = %s")
 
 
-def _exact_named_sql(readable: str, *, every: bool) -> str:
-    """The exact lookup for collections known by name (or all the caller may read), resolved in the
-    same statement with their current versions, among those the caller may read only."""
-    named = "" if every else "AND c.name = ANY(%s) "
-    scope = (
-        "scope AS (SELECT array_agg(c.id ORDER BY c.id) AS ids, array_agg(c.corpus_version ORDER BY c.id) AS "
-        f"versions, array_agg(c.name ORDER BY c.name) AS names FROM {COLLECTIONS} c WHERE c.id IN ({readable}) "
-        f"{named}HAVING count(*) {'> 0' if every else '= %s'}), "
-    )
-    where = (
-        "a.embedding_model = %s AND a.collection_ids = scope.ids AND a.corpus_versions = scope.versions "
-        "AND a.generation = %s AND a.prompt_version = %s AND a.k = %s AND a.question_hash = %s AND a.created_at > %s"
-    )
-    return _hit_sql(where, scope=scope, extra=", scope.names, scope.ids")
-
-
-def _cutoffs() -> tuple[datetime, datetime, datetime]:
+def cutoffs() -> tuple[datetime, datetime, datetime]:
     """(now, fresh after, servable-stale after)."""
     cfg = config.current().cache
     current = now()
@@ -186,81 +171,60 @@ def _exact(scope: Scope, question: str, valid_after: datetime, current: datetime
     with connection.cursor() as cursor:
         cursor.execute(sql.lazily(_EXACT_SQL), [*scope.params(), question_hash(question), valid_after, current])
         row = cursor.fetchone()
-    return _hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
+    return to_hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
 
 
 def lookup_exact(scope: Scope, question: str) -> Hit | None:
     """A fresh entry for this very question (after normalisation); counts the hit on the entry."""
-    current, fresh_after, _ = _cutoffs()
+    current, fresh_after, _ = cutoffs()
     return safely("exact lookup", _exact, scope, question, fresh_after, current, fresh_after, default=None)
 
 
-def _exact_named(caller: Caller, names: Sequence[str], question: str, embedding_model: str, k: int) -> Hit | None:
-    current, fresh_after, _ = _cutoffs()
-    every = set(names) == {EVERY}
-    readable, readable_params = readable_sql(caller)
-    wanted = sorted(set(names))
-    params: list[Any] = [*readable_params, *([] if every else [wanted, len(wanted)])]
-    params += [embedding_model, generation_key(), PROMPT_VERSION, k, question_hash(question), fresh_after, current]
-    with connection.cursor() as cursor:
-        cursor.execute(sql.lazily(_exact_named_sql(readable, every=every)), params)
-        row = cursor.fetchone()
-    return _hit(CacheOutcome.EXACT, row, None, fresh_after) if row else None
-
-
-def lookup_exact_named(
-    caller: Caller, names: Sequence[str], question: str, *, embedding_model: str, k: int
-) -> Hit | None:
-    """``lookup_exact`` for the collections called ``names`` (``[EVERY]``: all ``caller`` may read)
-    at their current corpus versions, in one round trip.
-
-    None also when one of them does not exist or ``caller`` may not read it: the caller finds that
-    out on the miss path, and gets the same answer for both.
-    """
-    return safely("exact lookup", _exact_named, caller, names, question, embedding_model, k, default=None)
-
-
-def nearest(scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: int = CANDIDATES) -> list[tuple]:
-    """(id, question, similarity) of the nearest entries in the scope, nearest first."""
-    rows = sql.nearest(
+def nearest(
+    scope: Scope, vector: np.ndarray, *, valid_after: datetime, limit: int = CANDIDATES, columns: str = "id, question"
+) -> list[tuple]:
+    """``columns`` and the similarity of the nearest entries in the scope, nearest first."""
+    return sql.nearest(
         table=ANSWERS,
-        columns="id, question",
+        columns=columns,
         where=f"{_SCOPE_SQL} AND created_at > %s",
         params=[*scope.params(), valid_after],
         vector=vector,
         limit=limit,
         ef_search=EF_SEARCH,
     )
-    return [(int(r[0]), r[1], float(r[2])) for r in rows]
 
 
 def _semantic(scope: Scope, question: str, vector: np.ndarray, valid_after: datetime, threshold: float) -> Hit | None:
-    current, fresh_after, _ = _cutoffs()
-    for entry_id, cached_question, similarity in nearest(scope, vector, valid_after=valid_after):
+    """The nearest entries come with their answers: a hit is one round trip (its hit is counted
+    in the next batch, rag.bookkeeping)."""
+    current, fresh_after, _ = cutoffs()
+    columns = "id, question, answer, sources, generator, created_at"
+    for entry_id, *entry, similarity in nearest(scope, vector, valid_after=valid_after, columns=columns):
         if similarity < threshold:
             break
+        cached_question = entry[0]
         reason = near_miss_reason(question, cached_question)
         if reason:
             logger.debug("semantic cache: %r is not %r (%s)", question, cached_question, reason)
             continue
-        with connection.cursor() as cursor:
-            cursor.execute(sql.lazily(_BY_ID_SQL), [entry_id, current])
-            row = cursor.fetchone()
-        if row:  # else evicted a moment ago
-            return _hit(CacheOutcome.SEMANTIC, row, round(similarity, 4), fresh_after)
+        hit = to_hit(CacheOutcome.SEMANTIC, entry, round(float(similarity), 4), fresh_after)
+        hit.entry_id = entry_id
+        bookkeeping.hit(entry_id, current)
+        return hit
     return None
 
 
 def lookup_semantic(scope: Scope, question: str, vector: np.ndarray) -> Hit | None:
     """The nearest fresh entry of the scope if it is similar enough and no near miss."""
-    _, fresh_after, _ = _cutoffs()
+    _, fresh_after, _ = cutoffs()
     threshold = config.current().cache.similarity_threshold
     return safely("semantic lookup", _semantic, scope, question, vector, fresh_after, threshold, default=None)
 
 
 def lookup_stale(scope: Scope, question: str, vector: np.ndarray | None) -> Hit | None:
     """An entry expired less than ``serve_stale_seconds`` ago, to answer while generation is down."""
-    current, fresh_after, stale_after = _cutoffs()
+    current, fresh_after, stale_after = cutoffs()
     hit = safely("stale lookup", _exact, scope, question, stale_after, current, fresh_after, default=None)
     if hit is None and vector is not None:
         threshold = config.current().cache.similarity_threshold
@@ -406,7 +370,7 @@ def _clean(scope: Scope) -> dict[str, int]:
     not sort the table on every store.
     """
     cfg = config.current().cache
-    _, fresh_after, stale_after = _cutoffs()
+    _, fresh_after, stale_after = cutoffs()
     removed = {"invalidations": 0, "expirations": 0, "evictions": 0}
     with connection.cursor() as cursor:
         cursor.execute(
@@ -439,7 +403,7 @@ def _clean(scope: Scope) -> dict[str, int]:
 def purge_expired() -> int:
     """Delete the entries past the stale window everywhere (the housekeeping job: a cache that
     stores nothing new would otherwise keep them); returns how many."""
-    _, _, stale_after = _cutoffs()
+    _, _, stale_after = cutoffs()
     with connection.cursor() as cursor:
         cursor.execute(_deleting("a.created_at <= %s"), [stale_after])
         removed = len(cursor.fetchall())

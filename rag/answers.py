@@ -3,16 +3,19 @@
 0. who asks (a ``Caller``) and of which collections: one name, several, or every collection the
    caller may read (``["*"]``); a collection the caller may not read is one that does not exist
    (rag.visibility), at every step below;
-1. exact cache lookup (by the collections' names, their readability checked in the same
-   statement: no other query on a hit);
-2. the question's embedding (the embedding cache first); without it, full-text retrieval only;
+1. the first statement (rag.first_look): the throttle counted, the collections resolved among
+   those the caller may read, the exact cache lookup, the question's cached embedding and the
+   query log id, in one round trip: no other query on an exact hit;
+2. the question's embedding (from that statement, else the model's); without it, full-text
+   retrieval only;
 3. semantic cache lookup;
 4. single flight: identical misses in flight at once (any thread or worker) wait for the first
    and then take its answer from the cache: one model call, not N;
 5. retrieval, then generation: extractive, or Ollama's chat, plain or streamed;
 6. stale-if-error: when generation fails, a cached answer past its TTL (but within the stale
    window) is served, marked stale; else the extractive answer;
-7. the answer stored in the cache (never a degraded one), and the question logged and counted.
+7. the answer stored in the cache (never a degraded one), and the question logged and counted
+   (in the next batch, rag.bookkeeping).
 
 Admission: once the cache is full, an anonymous caller's answer is cached only when the question
 has been asked before (the query log knows), so one caller asking many new questions cannot push
@@ -36,12 +39,14 @@ import numpy as np
 from rag import answer_cache, query_log, visibility
 from rag.cache_counters import count
 from rag.declining import covers
-from rag.embedding_cache import caching
+from rag.embedding_cache import caching, embed_uncached
 from rag.embeddings import get_embedder
+from rag.first_look import first_look
 from rag.generation import extractive_answer, invalid_citations, ollama_answer, ollama_stream
 from rag.models import CacheOutcome
 from rag.results import NO_MATCH, NOT_COVERED, Answer, error_event, pieces, token_event
 from rag.retrieval import RetrievedChunk, hybrid_search
+from rag.throttling import Ticket
 from resilience import config
 from resilience.errors import OllamaError
 
@@ -59,6 +64,7 @@ def answer_question(
     log_query: bool = True,
     trusted: bool = True,
     embedding_cache: bool = True,
+    throttle: Ticket | None = None,
 ) -> Answer:
     """Answer from the cache, or retrieve the best passages and answer from them.
 
@@ -68,7 +74,8 @@ def answer_question(
     ``use_cache=False`` neither reads nor writes the answer cache. ``log_query=False`` keeps the
     question out of the query log and the hit/miss counters (cache warming, evaluation).
     ``embedding_cache=False`` has the model embed the question even when it was asked before
-    (evaluation: the time a new question takes).
+    (evaluation: the time a new question takes). ``throttle`` is counted in the question's first
+    statement: rag.throttling.Refused when the caller is over its budget.
     """
     run = _Run(
         question,
@@ -79,6 +86,7 @@ def answer_question(
         log_query=log_query,
         trusted=trusted,
         embedding_cache=embedding_cache,
+        throttle=throttle,
     )
     for _ in run.events(stream=False):
         pass
@@ -95,6 +103,7 @@ def stream_answer(
     k: int = 5,
     use_cache: bool = True,
     trusted: bool = True,
+    throttle: Ticket | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The answer as events: ``meta`` (sources, flags), ``token``s, then ``done`` or ``error``.
 
@@ -102,8 +111,8 @@ def stream_answer(
     answer is sent in word-sized pieces. The arguments are ``answer_question``'s.
     """
     names = list(collections or [collection_name])
-    run = _Run(question, caller, names, k, use_cache=use_cache, log_query=True, trusted=trusted)
-    run.prepare()  # refuses an unknown or unreadable collection now, before the response starts
+    run = _Run(question, caller, names, k, use_cache=use_cache, log_query=True, trusted=trusted, throttle=throttle)
+    run.prepare()  # refuses a throttled caller or an unreadable collection now, before the response starts
     return run.events(stream=True)
 
 
@@ -125,8 +134,11 @@ class _Run:
         log_query: bool,
         trusted: bool,
         embedding_cache: bool = True,
+        throttle: Ticket | None = None,
     ) -> None:
         self.question = question
+        self.throttle = throttle
+        self.query_id: int | None = None
         self.trusted = trusted
         self.caller = caller
         self.names = names
@@ -152,18 +164,26 @@ class _Run:
         self.prepared = True
         self.embedder = caching(get_embedder()) if self.embedding_cache else get_embedder()
         caching_on = self.use_cache and config.current().cache.enabled
-        if caching_on:
-            with self._timed("cache"):
-                hit = answer_cache.lookup_exact_named(
-                    self.caller, self.names, self.question, embedding_model=self.embedder.name, k=self.k
-                )
-            if hit:
-                self.answer = self._from_hit(hit)
-                return
-        self.collections = visibility.resolve(self.caller, self.names)
+        with self._timed("cache"):
+            look = first_look(
+                caller=self.caller,
+                names=self.names,
+                question=self.question,
+                embedding_model=self.embedder.name,
+                k=self.k,
+                throttle=self.throttle,
+                exact=caching_on,
+                embedding=self.embedding_cache,
+                log=self.log_query,
+            )
+        self.query_id = look.query_id
+        if look.hit:
+            self.answer = self._from_hit(look.hit)
+            return
+        self.collections = visibility.collection_set(self.names, look.found)
         if caching_on:
             self.scope = answer_cache.Scope.for_query(self.collections, embedding_model=self.embedder.name, k=self.k)
-        self.vector = self._embed()
+        self.vector = look.embedding if look.embedding is not None else self._embed()
         if self.scope is not None and self.vector is not None:
             with self._timed("cache"):
                 hit = answer_cache.lookup_semantic(self.scope, self.question, self.vector)
@@ -175,7 +195,8 @@ class _Run:
     def _embed(self) -> np.ndarray | None:
         with self._timed("embed"):
             try:
-                return self.embedder.embed([self.question])[0]
+                # The first statement found no cached vector: the model's, stored for the next time.
+                return embed_uncached(self.embedder, [self.question])[0]
             except OllamaError as exc:
                 self.reasons.append(f"embeddings unavailable: {exc.reason}")
                 return None
@@ -353,6 +374,7 @@ class _Run:
                 degraded=answer.degraded,
                 matched_question=answer.matched_question,
                 answerable=answer.answerable,
+                query_id=self.query_id,
             )
         return answer
 

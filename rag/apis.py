@@ -12,7 +12,7 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from rag import jobs, visibility
-from rag.access import DocumentAccess, has_key_or_session
+from rag.access import DocumentAccess, has_key_or_session, throttle_ticket
 from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
@@ -41,7 +41,9 @@ from rag.serializers import (
     QueryInSerializer,
     QueryOutSerializer,
     error_responses,
+    query_out,
 )
+from rag.throttling import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +68,17 @@ class QueryApi(APIView):
         description='With "stream": true the answer comes as application/x-ndjson: a "meta" line (sources, '
         'cache and degraded flags), "token" lines, then a "done" line with timings, or an "error" line.',
     )
+    def check_throttles(self, request: Request) -> None:
+        # Counted by the question's first statement (rag.first_look), not by one of its own.
+        self.throttle = throttle_ticket(request, self)
+
     def post(self, request: Request) -> Response | StreamingHttpResponse:
-        serializer = QueryInSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        try:
+            serializer = QueryInSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+        except APIException:
+            self.spend_throttle()  # a refused question spends the budget too, as any request does
+            raise
         data = serializer.validated_data
         arguments = {
             "question": data["question"],
@@ -78,6 +88,7 @@ class QueryApi(APIView):
             "use_cache": data["use_cache"],
             # Anonymous answers are cached only once a question repeats (rag.answers).
             "trusted": has_key_or_session(request),
+            "throttle": self.throttle,
         }
         try:
             if data["stream"]:
@@ -85,7 +96,16 @@ class QueryApi(APIView):
             answer = answer_question(**arguments)
         except CollectionNotFound as exc:
             raise collection_not_found(exc) from None
-        return Response(QueryOutSerializer(answer).data)
+        except Refused as exc:
+            raise Throttled(wait=exc.wait) from None
+        return Response(query_out(answer))
+
+    def spend_throttle(self) -> None:
+        if self.throttle is not None:
+            try:
+                self.throttle.spend()
+            except Refused as exc:
+                raise Throttled(wait=exc.wait) from None
 
 
 class FeedbackApi(APIView):

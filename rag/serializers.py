@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from rest_framework import serializers
 
@@ -112,6 +114,51 @@ class QueryOutSerializer(serializers.Serializer):
         child=serializers.IntegerField(),
         help_text="Passage numbers a generated answer cites that do not exist (a sign it strayed from the sources).",
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def query_out(answer: Any) -> dict[str, Any]:
+    """``QueryOutSerializer(answer).data``, the same dictionary, built without DRF's fields.
+
+    Every answer takes this path and a cached answer is otherwise cheaper than DRF's copying of a
+    serializer's fields (0.7 ms here): the serializer stays the schema, and a test holds the two
+    equal on every kind of answer.
+    """
+    number = lambda value: None if value is None else float(value)  # noqa: E731
+    return {
+        "question": _text(answer.question),
+        "answer": _text(answer.answer),
+        "collection": _text(answer.collection),
+        "collections": [_text(name) for name in answer.collections],
+        "sources": [
+            {
+                "id": int(chunk.chunk_id),
+                "document_id": int(chunk.document_id),
+                "title": _text(chunk.title),
+                "source": _text(chunk.source),
+                "score": number(chunk.score),
+                "text": _text(chunk.text),
+                "chunk_ids": [int(i) for i in chunk.chunk_ids],
+                "heading": _text(chunk.heading),
+                "collection": _text(chunk.collection),
+            }
+            for chunk in answer.sources
+        ],
+        "cache": _text(answer.cache),
+        "stale": bool(answer.stale),
+        "matched_question": _text(answer.matched_question),
+        "similarity": number(answer.similarity),
+        "degraded": bool(answer.degraded),
+        "degraded_reason": _text(answer.degraded_reason),
+        "generator": _text(answer.generator),
+        "timings_ms": {str(step): number(ms) for step, ms in answer.timings_ms.items()},
+        "answerable": bool(answer.answerable),
+        "query_id": None if answer.query_id is None else int(answer.query_id),
+        "invalid_citations": [int(n) for n in answer.invalid_citations],
+    }
 
 
 class FeedbackInSerializer(serializers.Serializer):

@@ -10,14 +10,16 @@
 - A collection a caller may not read is answered exactly like one that does not exist.
 
 Every surface asks here: the answer pipeline resolves the collections of a question with
-``resolve`` (and the answer cache's exact lookup embeds ``readable_sql`` in its one statement),
-retrieval searches only the ids resolved here, and the documents API, the search page, warm_cache
-and the admin's lists filter through ``readable``, ``documents`` and ``tagged``. The rules are
+``readable_sql`` and ``collection_set`` in its first statement (rag.first_look; ``resolve`` does
+the same in a query of its own), retrieval searches only the ids resolved here, and the documents
+API, the search page, warm_cache and the admin's lists filter through ``readable``, ``documents``
+and ``tagged``. The rules are
 written once, as the ``readable`` queryset; the SQL form is compiled from it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "CollectionSet",
     "WriteRefused",
     "collection_for_write",
+    "collection_set",
     "documents",
     "jobs",
     "readable",
@@ -106,8 +109,13 @@ def readable(caller: Caller) -> QuerySet[Collection]:
     return collections.filter(granted)
 
 
+@functools.lru_cache(maxsize=4096)
 def readable_sql(caller: Caller) -> tuple[str, tuple[Any, ...]]:
-    """``readable`` as SQL selecting the ids, with its parameters, for a statement of its own."""
+    """``readable`` as SQL selecting the ids, with its parameters, for a statement of its own.
+
+    Compiled once per caller (it costs more than the statement that embeds it): the SQL depends
+    on nothing but the caller; who may read what is data it reads when it runs.
+    """
     sql, params = readable(caller).order_by().values("pk").query.sql_with_params()
     return sql, tuple(params)
 
@@ -143,7 +151,13 @@ def resolve(caller: Caller, names: Sequence[str]) -> CollectionSet:
     rows = readable(caller)
     if wanted != {EVERY}:
         rows = rows.filter(name__in=wanted)
-    found = list(rows.order_by("pk").values_list("pk", "corpus_version", "name"))
+    return collection_set(names, rows.order_by("pk").values_list("pk", "corpus_version", "name"))
+
+
+def collection_set(names: Sequence[str], found: Sequence[tuple[int, int, str]]) -> CollectionSet:
+    """``resolve``'s answer from the (id, corpus version, name) rows, in id order, of the readable
+    collections called ``names`` (all of them for ``[EVERY]``), however they were read."""
+    wanted = set(names)
     missing = sorted(wanted - {EVERY} - {name for _, _, name in found})
     if missing:
         raise CollectionNotFound(missing[0])

@@ -15,7 +15,7 @@ from django.db import connection
 
 from rag.cache_counters import safely
 from rag.models import CachedEmbedding
-from rag.sql import lazy_commit
+from rag.sql import lazily, lazy_commit, vector_literal
 from rag.text import text_hash
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,17 @@ def _load_embeddings(model: str, keys: list[str]) -> dict[str, np.ndarray]:
 
 
 def _save_embeddings(model: str, vectors: dict[str, np.ndarray]) -> None:
+    if len(vectors) == 1:  # a question: one statement, where a transaction would take four
+        (key, vector), *_ = vectors.items()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                lazily(
+                    f"INSERT INTO {CachedEmbedding._meta.db_table} (model, text_hash, embedding, created_at) "
+                    "VALUES (%s, %s, %s::vector, now()) ON CONFLICT DO NOTHING"
+                ),
+                [model, key, vector_literal(vector)],
+            )
+        return
     with lazy_commit():
         CachedEmbedding.objects.bulk_create(
             [CachedEmbedding(model=model, text_hash=key, embedding=vector) for key, vector in vectors.items()],
@@ -57,6 +68,18 @@ def embed_cached(embedder: Any, texts: list[str]) -> np.ndarray:
         logger.warning("embedding cache: %s vectors of different dimensions; embedding afresh", embedder.name)
         return embedder.embed(texts)
     return np.stack(vectors)
+
+
+def embed_uncached(embedder: Any, texts: list[str]) -> np.ndarray:
+    """The model's vectors for texts known not to be cached yet, stored in the cache when
+    ``embedder`` is a caching one."""
+    inner = embedder.inner if isinstance(embedder, CachingEmbedder) else None
+    if inner is None:
+        return embedder.embed(texts)
+    vectors = np.asarray(inner.embed(texts), dtype=np.float32)
+    new = {text_hash(t): v for t, v in zip(texts, vectors, strict=True)}
+    safely("embedding store", _save_embeddings, embedder.name, new, default=None)
+    return vectors
 
 
 @dataclass

@@ -104,7 +104,7 @@ def database_from_url(url: str) -> dict:
     host = query.get("host", [unquote(parsed.hostname or "")])[0]
     options = {"sslmode": query["sslmode"][0]} if "sslmode" in query else {}
     return {
-        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "ENGINE": "ragsite.postgres",
         "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),

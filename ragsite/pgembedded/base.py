@@ -1,9 +1,10 @@
 """Postgres backend that starts the embedded server before connecting.
 
-It is django-prometheus's instrumented Postgres backend plus one step: resolve the socket folder
-of the embedded server (starting it when it is not running) just before each new connection, so
-a restarted or stopped server is brought back by the next connection attempt, with the server
-settings sized for the machine (``OPTIONS["embedded_server_settings"]``, ragsite/pgtuning.py).
+It is the project's Postgres backend (ragsite.postgres: django-prometheus's, with a health check
+that costs no round trip) plus one step: resolve the socket folder of the embedded server
+(starting it when it is not running) just before each new connection, so a restarted or stopped
+server is brought back by the next connection attempt, with the server settings sized for the
+machine (``OPTIONS["embedded_server_settings"]``, ragsite/pgtuning.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django_prometheus.db.backends.postgresql import base
-
 from ragsite import embedded_db
+from ragsite.postgres import base
 
 
 class DatabaseWrapper(base.DatabaseWrapper):

@@ -1,6 +1,8 @@
 """Semantic cache: lookup latency, end-to-end hit latency, and hit/false-hit rates by threshold.
 
 ``python -m bench cache [--sizes 1000,10000,100000] [--queries 300] [--repeat 40]``
+``python -m bench cache --http [--repeat 300]``: exact and semantic hits over HTTP through gunicorn
+against ``GET /health/live`` of the same server (bench/_cache_http.py).
 
 1. Lookup: ``rag.answer_cache.lookup_semantic`` (the project's lookup: scope in the WHERE, HNSW,
    the near-miss guard, the hit bookkeeping) with 1k, 10k and 100k cached entries of 384
@@ -568,6 +570,10 @@ def workload_benchmark(pid: int, embedder: Any) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str]) -> int:
+    if "--http" in argv:
+        from bench import _cache_http
+
+        return _cache_http.main([a for a in argv if a != "--http"])
     parser = argparse.ArgumentParser(prog="python -m bench cache")
     parser.add_argument("--sizes", default="1000,10000,100000", help="Cached entries per lookup stage.")
     parser.add_argument("--queries", type=int, default=300, help="Lookups timed per stage.")

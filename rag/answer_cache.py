@@ -240,11 +240,14 @@ def _lock_key(scope: Scope, question: str) -> int:
     return int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big", signed=True)
 
 
-def _take_lock(key: int, wait_seconds: float) -> bool:
+def _take_lock(key: int, wait_seconds: float, lazy: bool) -> bool:
+    # One round trip: the SETs apply to the statements after them in the same string.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(1, int(wait_seconds * 1000))}ms"])
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-        cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true); SELECT pg_advisory_xact_lock(%s); "
+            "SET LOCAL lock_timeout TO DEFAULT" + ("; SET LOCAL synchronous_commit TO off" if lazy else ""),
+            [f"{max(1, int(wait_seconds * 1000))}ms", key],
+        )
     return True
 
 
@@ -256,11 +259,16 @@ def single_flight(scope: Scope, question: str) -> Iterator[bool]:
     answers and stores, the others re-check the cache once they hold it. The lock goes with the
     transaction, so a crash or an exception cannot leave it held. A waiter gives up after about
     one model call's timeout and answers on its own.
+
+    When the transaction is this function's own (no caller's around it), what it writes is a
+    cache entry, its clean-up and the question's bookkeeping: its commit does not wait for the
+    disk, and the bookkeeping goes in the next batch (rag.bookkeeping) rather than into it.
     """
     pool = config.current().pool
-    with transaction.atomic():
+    own = not connection.in_atomic_block
+    with transaction.atomic(), bookkeeping.deferred(own):
         wait = pool.connect_timeout + pool.read_timeout
-        yield safely("single-flight lock", _take_lock, _lock_key(scope, question), wait, default=False)
+        yield safely("single-flight lock", _take_lock, _lock_key(scope, question), wait, own, default=False)
 
 
 # STORE, EXPIRY AND EVICTION
@@ -326,7 +334,7 @@ def _store(
         )
         inserted = cursor.fetchone()[0]
     if not inserted:
-        increment({"expirations": 1})
+        bookkeeping.count({"expirations": 1})
     return True
 
 
@@ -372,31 +380,38 @@ def _clean(scope: Scope) -> dict[str, int]:
     cfg = config.current().cache
     _, fresh_after, stale_after = cutoffs()
     removed = {"invalidations": 0, "expirations": 0, "evictions": 0}
+    # Expired entries go before fresh ones, then the least recently used.
+    victims = (
+        f"a.id IN (SELECT v.id FROM {ANSWERS} v LEFT JOIN {USAGE} u ON u.entry_id = v.id "
+        "ORDER BY v.created_at > %s, COALESCE(u.last_hit_at, v.created_at), COALESCE(u.hits, 0), v.id "
+        "LIMIT (SELECT CASE WHEN n > %s THEN n - %s + %s / 50 ELSE 0 END "
+        f"FROM (SELECT count(*) AS n FROM {ANSWERS}) c))"
+    )
+    limit = cfg.max_entries
     with connection.cursor() as cursor:
+        # The three deletes in one round trip, one result each, in order.
         cursor.execute(
-            _deleting(
-                "a.collection_ids && %s::bigint[] AND EXISTS (SELECT 1 FROM unnest(a.collection_ids, "
-                f"a.corpus_versions) AS u(id, version) LEFT JOIN {COLLECTIONS} c ON c.id = u.id "
-                "WHERE c.id IS NULL OR c.corpus_version <> u.version)"
+            "; ".join(
+                [
+                    _deleting(
+                        "a.collection_ids && %s::bigint[] AND EXISTS (SELECT 1 FROM unnest(a.collection_ids, "
+                        f"a.corpus_versions) AS u(id, version) LEFT JOIN {COLLECTIONS} c ON c.id = u.id "
+                        "WHERE c.id IS NULL OR c.corpus_version <> u.version)"
+                    ),
+                    _deleting("a.created_at <= %s"),
+                    _deleting(victims, "a.created_at > %s"),
+                ]
             ),
-            [list(scope.collection_ids)],
+            [list(scope.collection_ids), stale_after, fresh_after, limit, limit, limit, fresh_after],
         )
         removed["invalidations"] = len(cursor.fetchall())
-        cursor.execute(_deleting("a.created_at <= %s"), [stale_after])
+        cursor.nextset()
         removed["expirations"] = len(cursor.fetchall())
-        # Expired entries go before fresh ones, then the least recently used.
-        victims = (
-            f"a.id IN (SELECT v.id FROM {ANSWERS} v LEFT JOIN {USAGE} u ON u.entry_id = v.id "
-            "ORDER BY v.created_at > %s, COALESCE(u.last_hit_at, v.created_at), COALESCE(u.hits, 0), v.id "
-            "LIMIT (SELECT CASE WHEN n > %s THEN n - %s + %s / 50 ELSE 0 END "
-            f"FROM (SELECT count(*) AS n FROM {ANSWERS}) c))"
-        )
-        limit = cfg.max_entries
-        cursor.execute(_deleting(victims, "a.created_at > %s"), [fresh_after, limit, limit, limit, fresh_after])
+        cursor.nextset()
         fresh = [row[0] for row in cursor.fetchall()]
     removed["evictions"] = sum(fresh)
     removed["expirations"] += len(fresh) - sum(fresh)
-    increment(removed)
+    bookkeeping.count(removed)
     return removed
 
 

@@ -15,7 +15,9 @@ database cannot be written the rows wait, up to ``MAX_PENDING`` log rows; beyond
 are dropped and the loss logged.
 
 Inside a transaction (a caller's ``atomic`` block, every test) nothing is deferred: the rows are
-written at once on the caller's connection, so its commit or rollback decides, as before.
+written at once on the caller's connection, so its commit or rollback decides, as before. The one
+exception is a transaction the answer pipeline opens for itself (``deferred``: the single-flight
+lock around a miss), whose bookkeeping would otherwise ride in it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from typing import Any
@@ -82,6 +85,21 @@ _LOG_COLUMNS = (
 _LOG_VALUES = "(%s, %s, %s, %s, %s::bigint[], %s, %s, %s, %s, %s, %s)"
 
 
+_local = threading.local()
+
+
+@contextmanager
+def deferred(on: bool = True) -> Iterator[None]:
+    """Within the block, this thread's bookkeeping goes in the next batch even inside a transaction
+    (one the caller opened for itself, whose commit the bookkeeping need not wait for)."""
+    before = getattr(_local, "deferred", False)
+    _local.deferred = on or before
+    try:
+        yield
+    finally:
+        _local.deferred = before
+
+
 class Ledger:
     """This process's bookkeeping not yet written; ``flush`` writes it."""
 
@@ -108,7 +126,7 @@ class Ledger:
         self._record(logs=[row])
 
     def _record(self, **rows: Any) -> None:
-        if not connection.in_atomic_block:
+        if not connection.in_atomic_block or getattr(_local, "deferred", False):
             self._add(**rows)
             self._ensure_thread()
             return

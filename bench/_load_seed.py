@@ -120,7 +120,8 @@ def main(argv: list[str]) -> int:
     provider = {"ollama_base_url": "", "generation_backend": "ollama"}
     if args.embeddings == "fake":
         provider.update(embedding_backend="ollama", embedding_model=fake_model)
-    samples: list[tuple[float, float, int, str]] = []  # started, latency ms, status, cache
+    # started, latency ms, status, cache, ms inside the answer pipeline (its timings_ms total)
+    samples: list[tuple[float, float, int, str, float]] = []
     lock = threading.Lock()
     with contextlib.ExitStack() as stack:
         fake = stack.enter_context(FakeOllama())
@@ -148,16 +149,16 @@ def main(argv: list[str]) -> int:
             n = next(counter)
             return f"{TEMPLATES[n % len(TEMPLATES)].format(TOPICS[n // len(TEMPLATES) % len(TOPICS)])} (case {n})"
 
-        def post(session: requests.Session, question: str) -> tuple[int, str]:
+        def post(session: requests.Session, question: str) -> tuple[int, str, float]:
             response = session.post(f"{base}/api/query", json={"question": question, "collection": name}, timeout=60)
             body = response.json() if response.status_code == 200 else {}
-            return response.status_code, body.get("cache", "")
+            return response.status_code, body.get("cache", ""), body.get("timings_ms", {}).get("total", 0.0)
 
         warm = requests.Session()
         warm.headers["Authorization"] = f"Bearer {keys[0][1]}"
         for _ in range(40):
             question = new_question()
-            status, _ = post(warm, question)
+            status, _, _ = post(warm, question)
             if status != 200:
                 raise SystemExit(f"warm-up question answered {status}")
             asked.append(question)
@@ -174,11 +175,11 @@ def main(argv: list[str]) -> int:
                     question = rng.choice(asked) if repeat else new_question()
                 t0 = time.monotonic()
                 try:
-                    status, cache = post(session, question)
+                    status, cache, inside = post(session, question)
                 except requests.RequestException:
-                    status, cache = 0, ""
+                    status, cache, inside = 0, "", 0.0
                 with lock:
-                    samples.append((t0 - start, (time.monotonic() - t0) * 1000, status, cache))
+                    samples.append((t0 - start, (time.monotonic() - t0) * 1000, status, cache, inside))
                     if not repeat and status == 200:
                         asked.append(question)
 
@@ -228,6 +229,9 @@ def main(argv: list[str]) -> int:
     outcomes = collections.Counter(s[3] for s in ok)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     cached_p50 = percentile(cached, 0.5)
+    # Where a cached answer's time goes: the pipeline's own part, the rest is the server's queue,
+    # Django and DRF, and the CPU shared with the misses (and whatever else runs here).
+    cached_inside_p50 = percentile([s[4] for s in ok if s[3] in ("exact", "semantic")], 0.5)
     print(
         f"gunicorn {args.workers} workers x {args.threads} threads, {args.clients} clients, {args.seconds:.0f} s "
         f"(clients done after {elapsed:.1f} s); fake chat 200 ms, embeddings {args.embeddings}"
@@ -240,6 +244,10 @@ def main(argv: list[str]) -> int:
           f"{BEFORE['cached_p50_ms']:>14.1f}")  # fmt: skip
     print(f"  {'RAGsite now':>16} {rps:>7.1f} {p50:>7.1f} {p99:>7.1f} {cached_p50:>14.2f}")
     print(f"  a miss (one 200 ms chat): p50 {percentile(missed, 0.5):.0f} ms, p99 {percentile(missed, 0.99):.0f} ms")
+    print(
+        f"  a cached answer: p50 {cached_p50:.2f} ms at the client, of which {cached_inside_p50:.2f} ms in the answer "
+        "pipeline (its first statement included)"
+    )
     print(f"  load average at the end: {load_end}")
     goals = {
         "rps_ge_1_5x_seed": rps >= 1.5 * SEED["rps"],
@@ -261,6 +269,7 @@ def main(argv: list[str]) -> int:
         "p50_ms": round(p50, 1),
         "p99_ms": round(p99, 1),
         "cached_p50_ms": round(cached_p50, 2),
+        "cached_pipeline_p50_ms": round(cached_inside_p50, 2),
         "miss_p50_ms": round(percentile(missed, 0.5), 1),
         "rps_over_seed_ratio": round(rps / SEED["rps"], 2),
         "statuses": {str(k): v for k, v in statuses.items()},

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from django.db import connection
 
-from rag import bookkeeping, sql
+from rag import bookkeeping
 from rag.answer_cache import ANSWERS, COLLECTIONS, Hit, cutoffs, generation_key, to_hit
 from rag.cache_counters import record_error
 from rag.generation import PROMPT_VERSION
@@ -44,6 +45,18 @@ from resilience.db import savepoint
 logger = logging.getLogger("rag.answer_cache")
 
 EMBEDDINGS = CachedEmbedding._meta.db_table
+
+
+def prepared_cursor() -> Any:
+    """A cursor whose statements psycopg prepares on the connection once it has run them a few
+    times (server-side binding, and the ``prepare_threshold`` of ragsite/settings.py; Django's own
+    cursors bind on the client and never prepare): the first statement is planned once per
+    connection, not on every question. Wrapped like Django's cursors: counted and logged alike.
+    """
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = psycopg.Cursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
 
 
 @dataclass
@@ -138,13 +151,17 @@ def _run(
         "(SELECT vector FROM emb)" if embedding else "NULL",
         NEXT_ID_SQL if log else "NULL",
     ]
+    if not connection.in_atomic_block:
+        # Its only write is to the unlogged throttle table: a commit that need not wait for the
+        # disk (inside a caller's transaction, the caller's commit decides).
+        columns.append("set_config('synchronous_commit', 'off', true)")
     statement = f"WITH {', '.join(ctes)} SELECT {', '.join(columns)} FROM scope" + (
         " LEFT JOIN hit ON true" if exact else ""
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql.lazily(statement), params)
+    with prepared_cursor() as cursor:
+        cursor.execute(statement, params)
         row = cursor.fetchone()
-    count, previous, ids, versions, found_names, entry_id, *entry, vector, query_id = row
+    count, previous, ids, versions, found_names, entry_id, *entry, vector, query_id = row[:13]
     if throttle is not None:
         throttle.settle(int(count), int(previous))  # raises Refused
     found = list(zip(ids or [], versions or [], found_names or [], strict=True))

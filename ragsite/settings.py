@@ -129,6 +129,11 @@ else:
         },
     }
 _database["CONN_MAX_AGE"] = env_int("RAGSITE_DB_CONN_MAX_AGE", 60, minimum=0)
+# A question's first statement (rag.first_look) is prepared on each connection after 5 runs, not
+# planned on every question; Django's own cursors bind on the client and never prepare. A pooler
+# in transaction mode that cannot keep prepared statements (pgbouncer before 1.21, or without
+# max_prepared_statements) needs RAGSITE_DB_PREPARED_STATEMENTS=false.
+_database["OPTIONS"]["prepare_threshold"] = 5 if env_bool("RAGSITE_DB_PREPARED_STATEMENTS", True) else None
 _database["CONN_HEALTH_CHECKS"] = True
 _database["TEST"] = {"NAME": env_str("RAGSITE_TEST_DB_NAME", "") or None}
 DATABASES = {"default": _database}

@@ -32,8 +32,10 @@ from ragsite import liveserver
 from resilience import orders
 from tests import live
 
-QUESTION = "What does the yield statement do?"
-PARAPHRASE = "What does the yield statement do exactly?"  # similarity 0.99 with the local model
+# Asked only here: the vectors of committed questions stay in the embedding cache while this
+# module runs, and other modules' tests expect their own questions not embedded yet.
+QUESTION = "What does yield do in a generator function?"
+PARAPHRASE = "What does yield do in a generator function exactly?"  # similarity 0.99 with the local model
 TEXT = (
     "A yield statement is semantically equivalent to a yield expression. Using yield in a function body makes "
     "it a generator function: calling it returns a generator iterator."

@@ -51,6 +51,9 @@ def committed(django_db_setup, django_db_blocker):
         last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
         item = SourceItem("test:yield", f"The yield statement\n\n{TEXT}".encode(), "text/plain", "yield")
         assert not ingest_items([item], collection_name=name).failures
+        # Other modules' tests run while this fixture lives (pytest-django runs them first): no
+        # committed vectors of ours may sit in the embedding cache meanwhile.
+        CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
     yield name
     with django_db_blocker.unblock():
         bookkeeping.ledger.flush()
@@ -64,7 +67,9 @@ def committed(django_db_setup, django_db_blocker):
 @pytest.fixture
 def autocommit(committed, django_db_blocker, resilience_config):
     with django_db_blocker.unblock():
+        last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
         yield committed
+        CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
 
 
 @pytest.fixture

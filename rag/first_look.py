@@ -53,6 +53,7 @@ def prepared_cursor() -> Any:
     cursors bind on the client and never prepare): the first statement is planned once per
     connection, not on every question. Wrapped like Django's cursors: counted and logged alike.
     """
+    connection.close_if_health_check_failed()  # as Django's cursor() does first
     connection.ensure_connection()
     connection.validate_thread_sharing()
     raw = psycopg.Cursor(connection.connection)

@@ -211,8 +211,10 @@ def test_a_process_that_stops_writes_what_it_had_not_written_yet(committed, djan
 def test_a_terminated_database_connection_is_noticed_without_a_query(autocommit):
     connection.ensure_connection()
     assert connection.is_usable()
-    with connections.create_connection("default").cursor() as cursor:
+    other = connections.create_connection("default")
+    with other.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    other.close()
     time.sleep(0.2)
     assert not connection.is_usable()
     connection.close()

@@ -181,6 +181,7 @@ def test_housekeeping_keeps_the_newest_cached_embeddings_within_the_bound(resili
     from rag.models import CachedEmbedding
 
     resilience_config(cache={"embedding_max_entries": 3})
+    CachedEmbedding.objects.all().delete()  # vectors other modules committed (rolled back after the test)
     embedder = CountingEmbedder()
     texts = ["one", "two", "three", "four", "five"]
     now = timezone.now()

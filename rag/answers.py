@@ -229,6 +229,7 @@ class _Run:
                 model_name=self.embedder.name,
                 query_vector=self.vector,
                 timings=self.timings,
+                reasons=self.reasons,
             )
         return Answer(
             question=self.question,

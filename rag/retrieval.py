@@ -119,6 +119,7 @@ def vector_search(
 
 
 QUERY_CANCELED = "57014"  # the SQLSTATE of a statement cancelled by statement_timeout
+FULL_TEXT_TIMED_OUT = "full-text search timed out: ranked by meaning alone"
 
 
 def query_terms(question: str) -> str:
@@ -204,6 +205,7 @@ def _first_stage(
     limit: int,
     words: str | None,
     for_reranking: bool = False,
+    reasons: list[str] | None = None,
 ) -> tuple[list[Candidate], list[tuple[int, int, str, int]]]:
     """``candidates``, and with ``for_reranking`` what the reranker scores by: the chunk's and its
     sentences' similarity to the question (in the candidates) and the rows of its BM25 of the
@@ -211,7 +213,7 @@ def _first_stage(
 
     The statement runs under ``RAGSITE_RETRIEVAL_TIMEOUT_MS``: past it, it is cancelled (and
     logged) and run again without its full-text ranking, so the answer is ranked by vectors alone
-    rather than holding a worker.
+    rather than holding a worker; ``reasons`` then receives why.
     """
     ids = list(collections.ids)
     words = search_text(collections, question) if words is None else words
@@ -243,6 +245,8 @@ def _first_stage(
             settings.RAGSITE_RETRIEVAL_TIMEOUT_MS,
             len(question),
         )
+        if reasons is not None:
+            reasons.append(FULL_TEXT_TIMED_OUT)
         rows = _fetch(statement(None), timeout_ms=0) if has_vector else []
     found = []
     scored: list[tuple[int, int, str, int]] = []
@@ -277,12 +281,13 @@ def hybrid_search(
     query_vector: np.ndarray | None = None,
     max_per_document: int | None = None,
     timings: dict[str, float] | None = None,
+    reasons: list[str] | None = None,
 ) -> list[RetrievedChunk]:
     """The ``k`` best sources; full-text only when no query vector is given (degraded mode).
 
     The candidates do not depend on ``k``, so the first five of ten sources are the five sources.
     ``timings`` receives the milliseconds of each stage: ``search`` (both rankings, fused) and
-    ``rerank``.
+    ``rerank``; ``reasons`` why the ranking was less than hybrid (the full-text half timed out).
     """
     timings = {} if timings is None else timings
     started = time.perf_counter()
@@ -295,6 +300,7 @@ def hybrid_search(
         limit=max(CANDIDATES, 2 * k),
         words=None,
         for_reranking=reranking,
+        reasons=reasons,
     )
     reranked = time.perf_counter()
     timings["search"] = round((reranked - started) * 1000, 2)

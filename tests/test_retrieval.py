@@ -194,6 +194,9 @@ def test_a_cancelled_full_text_search_degrades_to_vector_ranking(client, demo_co
         "/api/query", json.dumps({"question": question, "use_cache": False}), content_type="application/json"
     )
     assert response.status_code == 200 and len(response.json()["sources"]) == 5
+    # It says it is degraded, and why (and is not cached as if it were the full answer).
+    assert response.json()["degraded"] is True
+    assert "full-text search timed out" in response.json()["degraded_reason"]
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "0"

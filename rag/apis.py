@@ -62,16 +62,16 @@ class NDJSONRenderer(BaseRenderer):
 class QueryApi(APIView):
     renderer_classes = [JSONRenderer, NDJSONRenderer]
 
+    def check_throttles(self, request: Request) -> None:
+        # Counted by the question's first statement (rag.first_look), not by one of its own.
+        self.throttle = throttle_ticket(request, self)
+
     @extend_schema(
         request=QueryInSerializer,
         responses={200: QueryOutSerializer, **error_responses(400, 401, 404, 406, 413, 415, 429, 503)},
         description='With "stream": true the answer comes as application/x-ndjson: a "meta" line (sources, '
         'cache and degraded flags), "token" lines, then a "done" line with timings, or an "error" line.',
     )
-    def check_throttles(self, request: Request) -> None:
-        # Counted by the question's first statement (rag.first_look), not by one of its own.
-        self.throttle = throttle_ticket(request, self)
-
     def post(self, request: Request) -> Response | StreamingHttpResponse:
         try:
             serializer = QueryInSerializer(data=request.data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 
@@ -64,6 +65,9 @@ def server(demo_corpus, fake_chat, tmp_path_factory, django_db_blocker):
         ),
         live_server(tmp_path_factory.mktemp("live")) as base,
     ):
+        # The worker's first question pays for what each process loads once (a real deployment
+        # warms its workers at start); the tests below are about the page, not that first cost.
+        requests.post(f"{base}/api/query", json={"question": "What is a class definition?"}, timeout=60)
         yield base
 
 
@@ -128,7 +132,8 @@ def test_degraded_badge_shows_when_ollama_is_down(browser, server, fake_chat):
         badge = browser.find_element(By.CSS_SELECTOR, "[data-flag=degraded]")
         assert badge.is_displayed() and badge.text == "degraded"
         assert "generation unavailable" in browser.find_element(By.CSS_SELECTOR, ".reason").text
-        assert "[1]" in browser.find_element(By.ID, "answer-text").text
+        # The extractive answer cites the sources its sentences come from (not always the first).
+        assert re.search(r"\[[1-5]\]", browser.find_element(By.ID, "answer-text").text)
     finally:
         fake_chat.healthy()
 

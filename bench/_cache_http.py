@@ -51,8 +51,8 @@ def main(argv: list[str]) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from rag import cache_counters
-    from rag.models import ApiKey, CacheCounter, CachedAnswer, CachedEmbedding, Chunk, Collection, QueryLog
+    from bench import _tidy
+    from rag.models import ApiKey, CachedAnswer, CachedEmbedding, Chunk, Collection, QueryLog
     from ragsite import embedded_db
     from resilience import config
 
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     access = config.current().access
     data_dir = Path(connection.settings_dict["OPTIONS"]["embedded_data_dir"])
     socket_dir = embedded_db.socket_dir(data_dir)
-    counters_before = dict(CacheCounter.objects.values_list("name", "value"))
+    counters_before = _tidy.counters()
     last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
     last_answer = CachedAnswer.objects.order_by("-id").values_list("id", flat=True).first() or 0
     last_log = QueryLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -127,19 +127,11 @@ def main(argv: list[str]) -> int:
                 [[f"throttle_key_{r.pk}" for r, _ in keys.values()]],
             )
             cursor.execute("DELETE FROM resilience_cachedanswer WHERE id > %s", [last_answer])
-            cursor.execute(
-                "DELETE FROM resilience_cachedanswerusage u WHERE NOT EXISTS "
-                "(SELECT 1 FROM resilience_cachedanswer a WHERE a.id = u.entry_id)"
-            )
+            _tidy.drop_orphan_usage(cursor)
         CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
         QueryLog.objects.filter(id__gt=last_log, collection="default").delete()
         with connection.cursor() as cursor:
-            for name, value in CacheCounter.objects.values_list("name", "value"):
-                delta = value - counters_before.get(name, 0)
-                if delta:
-                    cursor.execute(
-                        f"UPDATE {cache_counters.COUNTERS} SET value = value - %s WHERE name = %s", [delta, name]
-                    )
+            _tidy.take_back_counters(cursor, counters_before)
         with contextlib.suppress(OSError):
             for path in metrics_dir.iterdir():
                 path.unlink()

@@ -74,12 +74,11 @@ def main(argv: list[str]) -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from rag import cache_counters
+    from bench import _tidy
     from rag.embeddings import OllamaEmbedder
     from rag.ingestion import demo_items, ingest_items
     from rag.models import (
         ApiKey,
-        CacheCounter,
         CachedAnswer,
         CachedEmbedding,
         Chunk,
@@ -105,7 +104,7 @@ def main(argv: list[str]) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)", [indexes])
         existing_indexes = {row[0] for row in cursor.fetchall()}
-    counters_before = dict(CacheCounter.objects.values_list("name", "value"))
+    counters_before = _tidy.counters()
     last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
     last_answer = CachedAnswer.objects.order_by("-id").values_list("id", flat=True).first() or 0
     last_log = QueryLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -202,18 +201,10 @@ def main(argv: list[str]) -> int:
     CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM resilience_cachedanswer WHERE id > %s", [last_answer])
-        cursor.execute(
-            "DELETE FROM resilience_cachedanswerusage u WHERE NOT EXISTS "
-            "(SELECT 1 FROM resilience_cachedanswer a WHERE a.id = u.entry_id)"
-        )
+        _tidy.drop_orphan_usage(cursor)
         for index in set(indexes) - existing_indexes:
             cursor.execute(f"DROP INDEX IF EXISTS {index}")
-        for counter_name, value in CacheCounter.objects.values_list("name", "value"):
-            delta = value - counters_before.get(counter_name, 0)
-            if delta:
-                cursor.execute(
-                    f"UPDATE {cache_counters.COUNTERS} SET value = value - %s WHERE name = %s", [delta, counter_name]
-                )
+        _tidy.take_back_counters(cursor, counters_before)
     with contextlib.suppress(OSError):
         for path in metrics_dir.iterdir():
             path.unlink()

@@ -590,10 +590,10 @@ def main(argv: list[str]) -> int:
     from django.db import connection
     from django.db.migrations.recorder import MigrationRecorder
 
+    from bench import _tidy
     from rag import answer_cache as cache
-    from rag import cache_counters
     from rag.embeddings import LocalEmbedder
-    from rag.models import CacheCounter, CachedEmbedding, Collection, QueryLog
+    from rag.models import CachedEmbedding, Collection, QueryLog
     from rag.sql import hnsw_index_name
     from resilience import config
 
@@ -603,7 +603,7 @@ def main(argv: list[str]) -> int:
         return 2
 
     pid = os.getpid()
-    counters_before = dict(CacheCounter.objects.values_list("name", "value"))
+    counters_before = _tidy.counters()
     last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
     # Nothing real may be evicted while the benchmark fills the table.
     config.override(config.replace(config.current(), cache={"max_entries": 10_000_000, "enabled": True}))
@@ -635,12 +635,7 @@ def main(argv: list[str]) -> int:
         CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
         with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index_name('cachedanswer', model, 384)}")
-            for name, value in CacheCounter.objects.values_list("name", "value"):
-                delta = value - counters_before.get(name, 0)
-                if delta:
-                    cursor.execute(
-                        f"UPDATE {cache_counters.COUNTERS} SET value = value - %s WHERE name = %s", [delta, name]
-                    )
+            _tidy.take_back_counters(cursor, counters_before)
             cursor.execute(f"VACUUM ANALYZE {cache.ANSWERS}")
 
     largest = f"{sizes[-1] // 1000}k"

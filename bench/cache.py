@@ -30,11 +30,12 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+
+from bench._stats import pct, timed, unit
 
 WORKLOAD: list[tuple[str, list[str], list[str]]] = [
     # (base question, paraphrases that should hit it, near misses that must not hit anything)
@@ -170,20 +171,6 @@ QUESTION_TEMPLATES = [
     "When should I use {}?",
     "What are the rules for {}?",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - t) * 1000, out
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
 
 
 # 1. LOOKUP LATENCY

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from bench._stats import pct, timed, unit
+
 MODEL = "bench/filtered-384"
 DIMENSIONS = 384
 PREFIX = "bench-filtered-"
@@ -43,20 +45,6 @@ K = 10
 # Neighbours the project's hybrid search asks of the vector side for k = 5 (rag.retrieval).
 POOL = 20
 NAIVE_EF_SEARCH = 200
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - t) * 1000, out
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
 
 
 # THE CORPUS

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex, OpClass
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
-from django.db.models import Q
-from django.db.models.functions import Cast
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import VectorField
 
-from rag.models.corpus import ANSWER_HNSW_EF_CONSTRUCTION, ANSWER_HNSW_M, DEFAULT_DIMENSIONS, DEFAULT_MODEL
+from rag.models.corpus import (
+    ANSWER_HNSW_EF_CONSTRUCTION,
+    ANSWER_HNSW_M,
+    default_model_hnsw,
+)
 
 # THE ANSWER AND EMBEDDING CACHES
 # Their tables keep the names they were created with (they began in the resilience app).
@@ -65,15 +67,8 @@ class CachedAnswer(models.Model):
             models.Index(fields=["created_at"], name="cachedanswer_created"),
             # Entries holding a collection whose corpus moved on (rag.answer_cache's clean-up).
             GinIndex(fields=["collection_ids"], name="cachedanswer_collections_gin"),
-            HnswIndex(
-                OpClass(
-                    Cast("embedding", output_field=VectorField(dimensions=DEFAULT_DIMENSIONS)),
-                    name="vector_cosine_ops",
-                ),
-                name="cachedanswer_minilm_hnsw",
-                condition=Q(embedding_model=DEFAULT_MODEL),
-                m=ANSWER_HNSW_M,
-                ef_construction=ANSWER_HNSW_EF_CONSTRUCTION,
+            default_model_hnsw(
+                "cachedanswer_minilm_hnsw", m=ANSWER_HNSW_M, ef_construction=ANSWER_HNSW_EF_CONSTRUCTION
             ),
         ]
 

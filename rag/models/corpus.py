@@ -29,6 +29,17 @@ CHUNK_HNSW_M = 32
 CHUNK_HNSW_EF_CONSTRUCTION = 128
 
 
+def default_model_hnsw(name: str, *, m: int, ef_construction: int) -> HnswIndex:
+    """The shipped partial HNSW index over the default model's vectors (cosine)."""
+    return HnswIndex(
+        OpClass(Cast("embedding", output_field=VectorField(dimensions=DEFAULT_DIMENSIONS)), name="vector_cosine_ops"),
+        name=name,
+        condition=Q(embedding_model=DEFAULT_MODEL),
+        m=m,
+        ef_construction=ef_construction,
+    )
+
+
 class CacheOutcome(models.TextChoices):
     """How the answer cache served a question."""
 
@@ -134,15 +145,8 @@ class Chunk(models.Model):
         indexes = [
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
             models.Index(fields=["collection", "embedding_model"], name="chunk_collection_model"),
-            HnswIndex(
-                OpClass(
-                    Cast("embedding", output_field=VectorField(dimensions=DEFAULT_DIMENSIONS)),
-                    name="vector_cosine_ops",
-                ),
-                name="chunk_embedding_minilm_hnsw",
-                condition=Q(embedding_model=DEFAULT_MODEL),
-                m=CHUNK_HNSW_M,
-                ef_construction=CHUNK_HNSW_EF_CONSTRUCTION,
+            default_model_hnsw(
+                "chunk_embedding_minilm_hnsw", m=CHUNK_HNSW_M, ef_construction=CHUNK_HNSW_EF_CONSTRUCTION
             ),
         ]
 

@@ -30,6 +30,13 @@ class Embedder(Protocol):
         ...
 
 
+def text_lengths(embedder: Embedder, texts: list[str]) -> list[int]:
+    """How long each text is to ``embedder``: its tokens where it can count them (the local model),
+    else its characters. Ingestion batches texts of like length (rag.ingestion)."""
+    counter = getattr(embedder, "token_counts", None)
+    return counter(texts) if counter is not None else [len(text) for text in texts]
+
+
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -99,6 +106,12 @@ class LocalEmbedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """The tokens the model reads of each text (at most its maximum sequence length)."""
+        model = self.model()
+        encoded = model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length)
+        return [len(ids) for ids in encoded["input_ids"]]
 
 
 class OllamaEmbedder:

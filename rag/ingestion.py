@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -24,7 +25,7 @@ from rag import metrics
 from rag.chunking import answer_sentences, chunk_sections
 from rag.collections import get_collection
 from rag.embedding_cache import caching
-from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index
+from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index, text_lengths
 from rag.models import Chunk, Collection, Document, Sentence
 from rag.readers import MEDIA_TYPES, ReadError, media_type_for, parse_bytes
 from resilience import config
@@ -35,6 +36,11 @@ logger = logging.getLogger(__name__)
 # Changed whenever readers, chunking or what is embedded change: documents written by another
 # pipeline are ingested again even though their files did not change.
 PIPELINE_VERSION = "3"
+
+# Documents are embedded together until they hold this many batches of chunks (with their
+# sentences, about five times as many texts): the more texts sorted by length at once, the less
+# padding each batch carries; what is embedded is written before the next group starts.
+FLUSH_BATCHES = 4
 
 
 class IngestAborted(Exception):
@@ -211,6 +217,24 @@ def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
     return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None, sentences)
 
 
+def _batch_plan(texts: list[str], embedder: Embedder, arrange: bool) -> tuple[list[str], list[int], list[int]]:
+    """(the distinct texts, the order to embed them in, each text's place among the distinct).
+
+    Each distinct text once (overlapping chunks share sentences: a quarter of the demo corpus's),
+    in batches cut from the texts sorted by their length in tokens: the model pads a batch to its
+    longest text, so a chunk no longer makes the sentences batched with it pay for its length
+    (sorted by characters instead, the demo corpus's batches carry 1.4x the tokens). ``arrange=False``
+    keeps every text in the order found, as ingestion once did (benchmarks compare the two).
+    """
+    if not arrange:
+        return texts, list(range(len(texts))), list(range(len(texts)))
+    slot: dict[str, int] = {}
+    back = [slot.setdefault(text, len(slot)) for text in texts]
+    distinct = list(slot)
+    lengths = text_lengths(embedder, distinct)
+    return distinct, sorted(range(len(distinct)), key=lambda i: lengths[i], reverse=True), back
+
+
 def embedding_input(heading: str, chunk: str) -> str:
     """What is embedded for a chunk: its heading path (title > section) gives a passage its topic."""
     return f"{heading}\n\n{chunk}"
@@ -282,14 +306,15 @@ def ingest_items(
     progress: Callable[[FileResult], None] | None = None,
     chunk_progress: Callable[[int, int], None] | None = None,
     use_embedding_cache: bool = True,
+    arrange_batches: bool = True,
 ) -> IngestReport:
     """Ingest documents: unchanged ones are skipped, changed ones replaced, bad ones reported.
 
     Chunks of several documents are embedded together in batches (the model is much faster on a
     full batch), then each document is written in its own transaction. ``chunk_progress(done,
     total)`` is told after each batch how many chunks are embedded of those found so far.
-    ``use_embedding_cache=False`` asks the model for every chunk (benchmarks of the model's
-    throughput).
+    ``use_embedding_cache=False`` asks the model for every chunk and ``arrange_batches=False``
+    embeds every text in the order found, as ingestion once did (benchmarks of the model's throughput).
     """
     started = time.perf_counter()
     report = IngestReport()
@@ -318,16 +343,20 @@ def ingest_items(
         texts = [embedding_input(heading, chunk) for p in pending for heading, chunk in p.chunks]
         sentences = [sentence for p in pending for chunk in p.sentences for sentence in chunk]
         everything = texts + sentences
-        parts: list[np.ndarray] = []
+        distinct, order, back = _batch_plan(everything, embedder, arrange_batches)
+        chunk_copies = Counter(back[: len(texts)])
+        vectors: np.ndarray | None = None
         try:
             # A batch at a time, so that a long document reports its progress as it goes.
-            for start in range(0, len(everything), batch_size):
-                batch = everything[start : start + batch_size]
-                part = cached_embedder.embed(batch)
-                if len(part) != len(batch):
-                    raise IngestAborted(f"embedder returned {len(part)} vectors for {len(batch)} texts")
-                parts.append(part)
-                counts["embedded"] += max(0, min(len(texts), start + len(batch)) - start)  # chunks, not sentences
+            for start in range(0, len(order), batch_size):
+                picked = order[start : start + batch_size]
+                part = cached_embedder.embed([distinct[i] for i in picked])
+                if len(part) != len(picked):
+                    raise IngestAborted(f"embedder returned {len(part)} vectors for {len(picked)} texts")
+                if vectors is None:
+                    vectors = np.empty((len(distinct), part.shape[1]), dtype=np.float32)
+                vectors[picked] = part
+                counts["embedded"] += sum(chunk_copies[i] for i in picked)  # chunks, not sentences
                 if chunk_progress:
                     chunk_progress(counts["embedded"], counts["found"])
         except OllamaError as exc:
@@ -339,7 +368,8 @@ def ingest_items(
             if unavailable:
                 raise IngestAborted(f"embeddings unavailable: {exc.reason}") from exc
             return
-        vectors = np.concatenate(parts)
+        assert vectors is not None  # pending documents have at least one chunk each
+        vectors = vectors[back]
         if not index:
             index["dimensions"] = int(vectors.shape[1])
             index["build_after"] = not has_vector_index(embedder.name, index["dimensions"])
@@ -369,7 +399,7 @@ def ingest_items(
                 continue
             pending.append(prepared)
             counts["found"] += len(prepared.chunks)
-            if sum(len(p.chunks) for p in pending) >= batch_size:
+            if sum(len(p.chunks) for p in pending) >= batch_size * FLUSH_BATCHES:
                 flush()
         flush()
     except IngestAborted as exc:

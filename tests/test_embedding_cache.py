@@ -12,8 +12,8 @@ from django.db import connection
 
 from rag.embedding_cache import embed_cached
 from rag.embeddings import LocalEmbedder
-from rag.ingestion import ingest_paths
-from rag.models import Chunk
+from rag.ingestion import embedding_input, ingest_paths
+from rag.models import Chunk, Sentence
 from rag.text import text_hash
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +34,55 @@ class CountingEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         self.texts.extend(texts)
         return self.inner.embed(texts)
+
+
+class RecordingEmbedder:
+    """A vector that depends on its text alone (seeded by its hash), and every batch recorded."""
+
+    name = "test/recording"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    @staticmethod
+    def vector(text: str) -> np.ndarray:
+        v = np.random.default_rng(int(text_hash(text)[:12], 16)).standard_normal(384).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        return np.stack([self.vector(t) for t in texts])
+
+    @staticmethod
+    def token_counts(texts: list[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+
+def test_ingestion_embeds_each_text_once_longest_first_and_stores_each_its_own_vector(write_files):
+    # Long enough for several overlapping chunks, whose overlaps repeat sentences.
+    lines = [
+        f"Rule {n}: the {word} valve is checked {' and '.join(['every single day'] * (n % 3 + 1))}."
+        for n, word in enumerate(["north", "south", "east", "west", "upper", "lower", "inner", "outer"] * 4)
+    ]
+    root = write_files({"valves.txt": "Valve checks\n\n" + " ".join(lines)})
+    embedder = RecordingEmbedder()
+
+    report = ingest_paths(
+        paths=[root], collection_name="batches", embedder=embedder, batch_size=4, use_embedding_cache=False
+    )
+
+    sent = [text for batch in embedder.batches for text in batch]
+    assert report.chunks >= 3 and all(len(batch) <= 4 for batch in embedder.batches)
+    assert len(sent) == len(set(sent))  # the sentences the chunks share are embedded once
+    lengths = RecordingEmbedder.token_counts(sent)
+    assert lengths == sorted(lengths, reverse=True)  # batches of like length in tokens
+    chunks = Chunk.objects.filter(collection__name="batches")
+    sentences = Sentence.objects.filter(chunk__collection__name="batches")
+    assert sentences.count() > len(set(sentences.values_list("text", flat=True)))  # shared indeed
+    for chunk in chunks:
+        assert np.allclose(chunk.embedding, embedder.vector(embedding_input(chunk.heading, chunk.text)), atol=1e-6)
+    for sentence in sentences:
+        assert np.allclose(sentence.embedding, embedder.vector(sentence.text), atol=1e-6)
 
 
 def test_reingesting_an_edited_file_embeds_only_the_changed_chunk(write_files):

@@ -10,11 +10,14 @@ while an exact scan of its 10,000 rows takes about 8 ms and finds them all.
 
 So the plan is chosen per query from the planner's estimate of the rows the collections hold:
 
-- up to ``EXACT_MAX_ROWS``: an exact scan (the rows read through the b-tree on collection and
-  model, every one compared);
+- up to ``EXACT_ALWAYS_ROWS``: an exact scan, as quick as the index there and never wrong;
 - at least ``INDEX_MIN_SHARE`` of the model's rows: the index, ``ef_search`` raised in proportion
-  to the rows the filter drops;
-- in between: the index with iterative scans where the server has them (pgvector 0.8+), else an
+  to the rows the filter drops (a collection that is most of the table loses little to the
+  filter, and its exact scan grows with it: 27 ms p50 at 10,000 rows in ``bench retrieval``,
+  where the index takes a few);
+- otherwise up to ``EXACT_MAX_ROWS``: an exact scan (the rows read through the b-tree on
+  collection and model, every one compared);
+- past that: the index with iterative scans where the server has them (pgvector 0.8+), else an
   exact scan: slower, never wrong.
 
 The search falls back to an exact scan whenever the index comes back short anyway (rag.sql,
@@ -34,6 +37,8 @@ from django.db import connection
 
 from rag.models import Chunk
 
+# Rows so few that an exact scan costs about what the index does (the demo corpus's 781: ~1 ms).
+EXACT_ALWAYS_ROWS = 2_000
 # Rows an exact scan compares within the 20 ms a search may take here: 10,000 rows took 8 ms
 # (p50; the HNSW scan of the whole 100k-row table 2 ms), 1,000 rows under 1 ms (bench filtered).
 EXACT_MAX_ROWS = 20_000
@@ -66,11 +71,13 @@ class Plan:
 def choose(collection_ids: Sequence[int], model_name: str) -> Plan:
     """The plan for the nearest chunks of ``collection_ids`` embedded by ``model_name``."""
     rows, total = estimate(collection_ids, model_name)
-    if rows <= EXACT_MAX_ROWS:
+    if rows <= EXACT_ALWAYS_ROWS:
         return Plan(exact=True, rows=rows)
     share = rows / max(total, rows)
     if share >= INDEX_MIN_SHARE:
         return Plan(exact=False, ef_search=min(EF_SEARCH_MAX, math.ceil(EF_SEARCH / share)), rows=rows)
+    if rows <= EXACT_MAX_ROWS:
+        return Plan(exact=True, rows=rows)
     if iterative_scans():
         return Plan(exact=False, iterative=True, rows=rows)
     return Plan(exact=True, rows=rows)

@@ -24,6 +24,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def table(monkeypatch) -> dict:
     """2,000 chunks in three collections (90 %, 9.5 %, 0.5 %), each about its own topics."""
+    monkeypatch.setattr(vector_plan, "EXACT_ALWAYS_ROWS", 50)
     monkeypatch.setattr(vector_plan, "EXACT_MAX_ROWS", 150)
     vector_plan.forget_estimates()
     rng = np.random.default_rng(11)
@@ -74,6 +75,15 @@ def test_the_plan_follows_the_collections_share_of_the_table(table):
     assert not big.exact and big.ef_search > everything.ef_search  # raised for the rows filtered out
     mid = vector_plan.choose([ids["plan-mid"]], MODEL)  # too many rows to scan, too few for the index
     assert mid.exact and not mid.iterative  # pgvector 0.6 here: no iterative index scans
+
+
+def test_most_of_the_table_goes_through_the_index_even_when_few_enough_to_scan(table, monkeypatch):
+    ids = {name: pk for name, (pk, _) in table["rows"].items()}
+    monkeypatch.setattr(vector_plan, "EXACT_MAX_ROWS", 5000)
+    assert not vector_plan.choose([ids["plan-big"]], MODEL).exact  # 90 % of the table: the index
+    assert vector_plan.choose([ids["plan-mid"]], MODEL).exact  # 9.5 %: scanned, the index would miss
+    monkeypatch.setattr(vector_plan, "EXACT_ALWAYS_ROWS", 5000)
+    assert vector_plan.choose(list(ids.values()), MODEL).exact  # a table this small: scanned whole
 
 
 @pytest.mark.parametrize("names", [["plan-small"], ["plan-mid"], ["plan-small", "plan-mid"], ["plan-big"]])

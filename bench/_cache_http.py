@@ -25,16 +25,13 @@ from pathlib import Path
 
 import requests
 
+from bench._stats import load_average
 from ragsite.liveserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_QUESTION = "How do I raise an exception?"
 EXACT_QUESTION = "how do i RAISE an   exception"
 PARAPHRASE = "How can I raise an exception?"  # similarity 0.994 with the local model
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str]) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import requests
 
+from bench._stats import load_average, nearest_rank
 from ragsite.liveserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +46,6 @@ TOPICS = [
     "while loop", "try", "del", "pass", "break", "continue", "return", "slicing", "decorators", "coroutines",
 ]  # fmt: skip
 TEMPLATES = ["What does {} do?", "How does {} work?", "When should I use {}?", "Explain {} in Python"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str]) -> int:
@@ -218,11 +208,11 @@ def main(argv: list[str]) -> int:
     rps = len(ok) / args.seconds
     statuses = collections.Counter(s[2] for s in done)
     outcomes = collections.Counter(s[3] for s in ok)
-    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    cached_p50 = percentile(cached, 0.5)
+    p50, p99 = nearest_rank(latencies, 0.5), nearest_rank(latencies, 0.99)
+    cached_p50 = nearest_rank(cached, 0.5)
     # Where a cached answer's time goes: the pipeline's own part, the rest is the server's queue,
     # Django and DRF, and the CPU shared with the misses (and whatever else runs here).
-    cached_inside_p50 = percentile([s[4] for s in ok if s[3] in ("exact", "semantic")], 0.5)
+    cached_inside_p50 = nearest_rank([s[4] for s in ok if s[3] in ("exact", "semantic")], 0.5)
     print(
         f"gunicorn {args.workers} workers x {args.threads} threads, {args.clients} clients, {args.seconds:.0f} s "
         f"(clients done after {elapsed:.1f} s); fake chat 200 ms, embeddings {args.embeddings}"
@@ -234,7 +224,9 @@ def main(argv: list[str]) -> int:
     print(f"  {'RAGsite before':>16} {BEFORE['rps']:>7.0f} {BEFORE['p50_ms']:>7.0f} {BEFORE['p99_ms']:>7.0f} "
           f"{BEFORE['cached_p50_ms']:>14.1f}")  # fmt: skip
     print(f"  {'RAGsite now':>16} {rps:>7.1f} {p50:>7.1f} {p99:>7.1f} {cached_p50:>14.2f}")
-    print(f"  a miss (one 200 ms chat): p50 {percentile(missed, 0.5):.0f} ms, p99 {percentile(missed, 0.99):.0f} ms")
+    print(
+        f"  a miss (one 200 ms chat): p50 {nearest_rank(missed, 0.5):.0f} ms, p99 {nearest_rank(missed, 0.99):.0f} ms"
+    )
     print(
         f"  a cached answer: p50 {cached_p50:.2f} ms at the client, of which {cached_inside_p50:.2f} ms in the answer "
         "pipeline (its first statement included)"
@@ -261,7 +253,7 @@ def main(argv: list[str]) -> int:
         "p99_ms": round(p99, 1),
         "cached_p50_ms": round(cached_p50, 2),
         "cached_pipeline_p50_ms": round(cached_inside_p50, 2),
-        "miss_p50_ms": round(percentile(missed, 0.5), 1),
+        "miss_p50_ms": round(nearest_rank(missed, 0.5), 1),
         "rps_over_seed_ratio": round(rps / SEED["rps"], 2),
         "statuses": {str(k): v for k, v in statuses.items()},
         **{f"goal_{k}": v for k, v in goals.items()},

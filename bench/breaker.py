@@ -19,11 +19,7 @@ import statistics
 import threading
 import time
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+from bench._stats import nearest_rank
 
 
 def main(argv: list[str]) -> int:
@@ -116,7 +112,7 @@ def main(argv: list[str]) -> int:
 
     timeout_first = min(first)
     open_median = statistics.median(open_ms)
-    open_p99 = percentile(open_ms, 0.99)
+    open_p99 = nearest_rank(open_ms, 0.99)
     ratio = timeout_first / open_p99
     print(f"breakers after the first {threshold} concurrent queries: {states}")
     print(f"first queries (waited for the connect timeout): min {min(first):.0f} ms, max {max(first):.0f} ms")

@@ -38,6 +38,7 @@ from pathlib import Path
 import requests
 
 from bench._pdf import pdf_with_pages
+from bench._stats import nearest_rank
 from ragsite.liveserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +50,6 @@ QUESTIONS = [
     "How do I raise an exception?",
     "What is slicing?",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else 0.0
 
 
 def note(run: str, n: int) -> bytes:
@@ -241,10 +237,9 @@ def main(argv: list[str]) -> int:
         # 2. Queries while nothing else runs.
         with Asker(base, key, args.rate) as idle:
             time.sleep(args.idle_seconds)
-        idle_p95 = percentile(idle.latencies(), 0.95)
-        print(
-            f"idle: {len(idle.samples)} queries, p50 {percentile(idle.latencies(), 0.5):.0f} ms, p95 {idle_p95:.0f} ms"
-        )
+        idle_p50 = nearest_rank(idle.latencies(), 0.5, empty=0.0)
+        idle_p95 = nearest_rank(idle.latencies(), 0.95, empty=0.0)
+        print(f"idle: {len(idle.samples)} queries, p50 {idle_p50:.0f} ms, p95 {idle_p95:.0f} ms")
 
         # 3. Drain the queue with 1, then 2 worker processes, asking questions all along.
         for count, collection in zip((1, 2), collections, strict=True):
@@ -296,7 +291,7 @@ def main(argv: list[str]) -> int:
                     f"{failed} jobs failed: {Job.objects.filter(pk__in=queued, status='failed').first().reason}"
                 )
             rate = args.documents / seconds
-            p95 = percentile(busy.latencies(), 0.95)
+            p95 = nearest_rank(busy.latencies(), 0.95, empty=0.0)
             results[f"workers_{count}"] = rate
             results[f"busy_p95_{count}"] = p95
             errors = f", {len(busy.errors)} errors {sorted(set(busy.errors))}" if busy.errors else ""

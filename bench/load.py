@@ -33,6 +33,7 @@ from pathlib import Path
 
 import requests
 
+from bench._stats import nearest_rank
 from ragsite.liveserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,13 +64,6 @@ class Sample:
     @property
     def ended(self) -> float:
         return self.started + self.latency_ms / 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def warm_up(base: str) -> None:
@@ -269,7 +263,7 @@ def main(argv: list[str]) -> int:
         statuses = collections.Counter(s.status for s in phase)
         degraded = sum(1 for s in phase if s.degraded)
         rps = len(phase) / (hi - lo)
-        p50, p95, p99 = (percentile(ok, q) for q in (0.5, 0.95, 0.99))
+        p50, p95, p99 = (nearest_rank(ok, q, empty=0.0) for q in (0.5, 0.95, 0.99))
         print(
             f"  {name:>6} [{lo:4.0f}-{hi:4.0f} s]: {rps:6.1f} req/s  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  "
             f"p99 {p99:7.1f} ms  statuses {dict(sorted(statuses.items()))}  degraded {degraded}"

@@ -42,25 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from bench._stats import load_average, pct, timed
 from bench._synthetic import SyntheticCorpus
 
 GOALS = {100_000: (20.0, None), 1_000_000: (50.0, 0.95)}  # size: (hybrid p95 ms, recall@10)
 RECALL_GOAL = 0.95
 LIVE_INSERT_ROWS = 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
-def timed(fn, *args, **kwargs) -> tuple[float, Any]:
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return (time.perf_counter() - t) * 1000, out
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def golden_questions() -> list[str]:

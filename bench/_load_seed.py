@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
 
     from bench import _tidy
     from rag.embeddings import OllamaEmbedder
-    from rag.ingestion import demo_items, ingest_items
+    from rag.ingestion import ingest_items
     from rag.models import (
         ApiKey,
         CachedAnswer,
@@ -76,6 +76,7 @@ def main(argv: list[str]) -> int:
         QueryLog,
         ThrottleCount,
     )
+    from rag.sources import demo_items
     from rag.sql import hnsw_index_name
     from ragsite import embedded_db
     from resilience import live

@@ -395,8 +395,9 @@ def lookup_benchmark(
 def e2e_benchmark(pid: int, repeat: int) -> dict[str, float]:
     from django.test import Client
 
-    from rag.ingestion import demo_items, ingest_items
+    from rag.ingestion import ingest_items
     from rag.models import ApiKey, Collection
+    from rag.sources import demo_items
     from resilience import config
     from resilience.testing import FakeOllama
 

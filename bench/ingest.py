@@ -35,9 +35,10 @@ def main(argv: list[str]) -> int:
 
     from rag.chunking import answer_sentences, chunk_sections
     from rag.embeddings import LocalEmbedder
-    from rag.ingestion import demo_items, embedding_input, ingest_items
+    from rag.ingestion import embedding_input, ingest_items
     from rag.models import Collection
     from rag.readers import parse_bytes
+    from rag.sources import demo_items
 
     items = list(demo_items())
     if args.limit:

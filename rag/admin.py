@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from rag import cache_counters, ingestion, jobs, visibility
+from rag import cache_counters, ingestion, jobs, sources, visibility
 from rag.admin_access import ValuesInHistory, caller_of
 from rag.collections import delete_collection
 from rag.models import CachedAnswer, Chunk, Collection, Document, Job, JobStatus, QueryLog
@@ -135,7 +135,7 @@ class DocumentAdmin(admin.ModelAdmin):
         queued = [
             job
             for name, documents in sorted(by_collection.items())
-            for job in jobs.queue_items(ingestion.reingest_items(documents), collection_name=name)
+            for job in jobs.queue_items(sources.reingest_items(documents), collection_name=name)
         ]
         if queued:
             failed = [job for job in queued if job.status == JobStatus.FAILED]

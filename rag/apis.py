@@ -25,7 +25,7 @@ from rag.answers import answer_question, stream_answer
 from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
 from rag.feedback import UnknownQuery, give_feedback
-from rag.ingestion import FileStatus, delete_document, ingest_document
+from rag.ingestion import delete_document, ingest_document
 from rag.models import ApiKey, Document
 from rag.parsers import SafeJSONParser
 from rag.readers import ReadError, media_type_for
@@ -43,6 +43,7 @@ from rag.serializers import (
     error_responses,
     query_out,
 )
+from rag.sources import FileStatus
 from rag.throttling import Refused
 
 logger = logging.getLogger(__name__)

@@ -23,9 +23,10 @@ from django.db import transaction
 from django.utils import timezone
 from procrastinate.contrib.django import app
 
-from rag.ingestion import FileResult, FileStatus, SourceItem, ingest_document
+from rag.ingestion import ingest_document
 from rag.models import Job, JobKind, JobStatus, JobUpload
 from rag.readers import ReadError
+from rag.sources import FileResult, FileStatus, SourceItem
 from rag.sql import lazy_commit
 
 logger = logging.getLogger(__name__)

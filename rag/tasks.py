@@ -22,9 +22,9 @@ from procrastinate.retry import BaseRetryStrategy
 
 from rag import housekeeping, jobs, metrics, warming
 from rag.embeddings import embedder_for
-from rag.ingestion import FileStatus
 from rag.models import Collection, Job, JobKind
 from rag.reembedding import chunks_to_reembed, reembed_collections
+from rag.sources import FileStatus
 from resilience import config, orders
 from resilience.errors import OllamaError, OllamaUnavailable
 

@@ -14,8 +14,9 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import ApiKey, Collection, Visibility
+from rag.sources import SourceItem
 
 HR = "team-hr"
 ENG = "team-eng"

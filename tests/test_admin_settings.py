@@ -12,8 +12,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.forms.models import model_to_dict
 
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import Chunk, Collection, Document
+from rag.sources import SourceItem
 from resilience import config
 from resilience.models import BreakerSettings, CacheSettings, PoolSettings, ProviderSettings, SettingsRow
 

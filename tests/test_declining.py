@@ -10,9 +10,10 @@ import pytest
 from rag import declining
 from rag.declining import covers
 from rag.embeddings import get_embedder
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.results import NOT_COVERED
 from rag.retrieval import RetrievedChunk
+from rag.sources import SourceItem
 from rag.visibility import OPERATOR, resolve
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from rag.evaluation import first_relevant_rank, summarise
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import EvalRun
+from rag.sources import SourceItem
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import override_settings
 
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import ApiKey, CachedAnswer, Collection, Feedback
+from rag.sources import SourceItem
 
 pytestmark = pytest.mark.django_db
 

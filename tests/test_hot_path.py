@@ -22,11 +22,12 @@ from rag import access, bookkeeping
 from rag.answers import answer_question
 from rag.collections import delete_collection
 from rag.feedback import give_feedback
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import ApiKey, CachedAnswerUsage, CachedEmbedding, Collection, QueryLog, ThrottleCount
 from rag.query_log import NEXT_ID_SQL
 from rag.results import Answer
 from rag.serializers import QueryOutSerializer, query_out
+from rag.sources import SourceItem
 from rag.visibility import OPERATOR
 from ragsite import liveserver
 from resilience import orders

@@ -23,8 +23,9 @@ from django.db import connection
 from django.forms.models import model_to_dict
 from django.test import Client
 
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import CacheCounter, CachedAnswer, Collection, QueryLog
+from rag.sources import SourceItem
 from resilience import config, live, orders
 from resilience.breaker import clear_registry
 from resilience.models import BreakerCommand, BreakerReport, BreakerSettings, ProviderSettings

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import Chunk
 from rag.query import vocabulary
 from rag.ranking import word_scores
+from rag.sources import SourceItem
 from rag.visibility import OPERATOR, resolve
 
 pytestmark = pytest.mark.django_db

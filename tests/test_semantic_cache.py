@@ -21,9 +21,10 @@ from rag import cache_counters, sql
 from rag.answers import answer_question, stream_answer
 from rag.collections import delete_collection
 from rag.embeddings import LocalEmbedder
-from rag.ingestion import SourceItem, delete_document, ingest_document, ingest_items
+from rag.ingestion import delete_document, ingest_document, ingest_items
 from rag.models import CachedAnswer, Collection, Document, QueryLog
 from rag.near_miss import near_miss_reason
+from rag.sources import SourceItem
 from rag.visibility import OPERATOR, resolve
 from ragsite import liveserver
 from tests import live

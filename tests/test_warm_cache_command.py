@@ -10,8 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from rag.answers import answer_question
-from rag.ingestion import SourceItem, ingest_items
+from rag.ingestion import ingest_items
 from rag.models import CachedAnswer, Collection, QueryLog
+from rag.sources import SourceItem
 from rag.visibility import OPERATOR
 
 pytestmark = pytest.mark.django_db

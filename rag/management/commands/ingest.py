@@ -5,9 +5,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from rag import jobs
 from rag.collections import restrict_collection
-from rag.ingestion import FileResult, FileStatus, IngestReport, SourceItem, demo_items, file_items, ingest_items
+from rag.ingestion import IngestReport, ingest_items
 from rag.management.progress import Progress
 from rag.models import Collection, JobStatus, collection_name_validator
+from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
 
 
 class Command(BaseCommand):

@@ -18,7 +18,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from rag import access, bookkeeping
+from rag import access, bookkeeping, throttling
 from rag.answers import answer_question
 from rag.collections import delete_collection
 from rag.feedback import give_feedback
@@ -86,11 +86,13 @@ def ask(client: Client, question: str, collection: str, **extra):
 
 
 def freeze_once_a_second_checks(monkeypatch) -> None:
-    """Breaker orders and key lookups run at most once a second per process: not in the request
-    counted (the settings come from the test's override: none at all)."""
+    """Breaker orders and key lookups run at most once a second per process, and one request in
+    PRUNE_ONE_IN also deletes expired throttle counts: none of them in the request counted (the
+    settings come from the test's override: none at all)."""
     now = time.monotonic()
     monkeypatch.setattr(orders.orders, "timer", lambda: now)
     monkeypatch.setattr(access.keys, "timer", lambda: now)
+    monkeypatch.setattr(throttling, "PRUNE_ONE_IN", 10**18)
 
 
 def statements(client: Client, question: str, collection: str) -> tuple[dict, list[str]]:

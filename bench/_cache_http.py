@@ -16,7 +16,6 @@ Goals (issue 15): an exact hit <= 2x /health/live, a semantic hit <= 3x. It dele
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -49,8 +48,7 @@ def main(argv: list[str]) -> int:
     from django.db import connection
 
     from bench import _tidy
-    from rag.models import ApiKey, CachedAnswer, CachedEmbedding, Chunk, Collection, QueryLog
-    from ragsite import embedded_db
+    from rag.models import ApiKey, Chunk, Collection
     from resilience import config
 
     if os.environ.get("DATABASE_URL"):
@@ -59,80 +57,62 @@ def main(argv: list[str]) -> int:
     corpus = Collection.objects.get(name="default")
     chunks = Chunk.objects.filter(collection=corpus).count()
     access = config.current().access
-    data_dir = Path(connection.settings_dict["OPTIONS"]["embedded_data_dir"])
-    socket_dir = embedded_db.socket_dir(data_dir)
     counters_before = _tidy.counters()
-    last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    last_answer = CachedAnswer.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    last_log = QueryLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    newest = _tidy.newest()
     keys = {kind: ApiKey.issue(name=f"bench cache http {kind}") for kind in ("warm", "exact", "semantic")}
     connection.close()
-    run_id = os.getpid()
-    metrics_dir = ROOT / "var" / f"bench-prometheus-{run_id}"
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    log_path = ROOT / "var" / f"bench-cache-http-{run_id}.log"
-    env = {
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
-    }
+    log_path = ROOT / "var" / f"bench-cache-http-{os.getpid()}.log"
     live, exact, semantic = [], [], []
     outcomes: dict[str, set[str]] = {"exact": set(), "semantic": set()}
-    try:
-        with serve(log_path, workers=args.workers, threads=args.threads, env=env, ready_timeout=240) as base:
-            sessions = {kind: requests.Session() for kind in keys}
-            for kind, (_, key) in keys.items():
-                sessions[kind].headers["Authorization"] = f"Bearer {key}"
-            probe = requests.Session()
+    with _tidy.embedded_server_env() as env:
+        try:
+            with serve(log_path, workers=args.workers, threads=args.threads, env=env, ready_timeout=240) as base:
+                sessions = {kind: requests.Session() for kind in keys}
+                for kind, (_, key) in keys.items():
+                    sessions[kind].headers["Authorization"] = f"Bearer {key}"
+                probe = requests.Session()
 
-            def ask(kind: str, question: str) -> tuple[float, dict]:
-                body = {"question": question, "collection": "default"}
-                started = time.perf_counter()
-                response = sessions[kind].post(f"{base}/api/query", json=body, timeout=120)
-                elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code != 200:
-                    raise SystemExit(f"{kind} question answered {response.status_code}: {response.text[:300]}")
-                return elapsed, response.json()
+                def ask(kind: str, question: str) -> tuple[float, dict]:
+                    body = {"question": question, "collection": "default"}
+                    started = time.perf_counter()
+                    response = sessions[kind].post(f"{base}/api/query", json=body, timeout=120)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        raise SystemExit(f"{kind} question answered {response.status_code}: {response.text[:300]}")
+                    return elapsed, response.json()
 
-            def probe_live() -> float:
-                started = time.perf_counter()
-                response = probe.get(f"{base}/health/live", timeout=10)
-                elapsed = (time.perf_counter() - started) * 1000
-                assert response.status_code == 200
-                return elapsed
+                def probe_live() -> float:
+                    started = time.perf_counter()
+                    response = probe.get(f"{base}/health/live", timeout=10)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    assert response.status_code == 200
+                    return elapsed
 
-            ask("warm", BASE_QUESTION)  # stored (a miss, or a hit of an earlier run)
-            ask("warm", PARAPHRASE)  # embedded and cached: the semantic hits below need no model
-            for _ in range(20):  # every worker and thread has its connection, settings and key
-                probe_live()
-                ask("exact", EXACT_QUESTION)
-                ask("semantic", PARAPHRASE)
-            # Interleaved, so that the load of other processes weighs on every kind alike.
-            for _ in range(args.repeat):
-                live.append(probe_live())
-                ms, body = ask("exact", EXACT_QUESTION)
-                exact.append(ms)
-                outcomes["exact"].add(body["cache"])
-                ms, body = ask("semantic", PARAPHRASE)
-                semantic.append(ms)
-                outcomes["semantic"].add(body["cache"])
-    finally:
-        for row, _ in keys.values():
-            row.revoke()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM rag_throttlecount WHERE key = ANY(%s)",
-                [[f"throttle_key_{r.pk}" for r, _ in keys.values()]],
-            )
-            cursor.execute("DELETE FROM resilience_cachedanswer WHERE id > %s", [last_answer])
-            _tidy.drop_orphan_usage(cursor)
-        CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
-        QueryLog.objects.filter(id__gt=last_log, collection="default").delete()
-        with connection.cursor() as cursor:
-            _tidy.take_back_counters(cursor, counters_before)
-        with contextlib.suppress(OSError):
-            for path in metrics_dir.iterdir():
-                path.unlink()
-            metrics_dir.rmdir()
+                ask("warm", BASE_QUESTION)  # stored (a miss, or a hit of an earlier run)
+                ask("warm", PARAPHRASE)  # embedded and cached: the semantic hits below need no model
+                for _ in range(20):  # every worker and thread has its connection, settings and key
+                    probe_live()
+                    ask("exact", EXACT_QUESTION)
+                    ask("semantic", PARAPHRASE)
+                # Interleaved, so that the load of other processes weighs on every kind alike.
+                for _ in range(args.repeat):
+                    live.append(probe_live())
+                    ms, body = ask("exact", EXACT_QUESTION)
+                    exact.append(ms)
+                    outcomes["exact"].add(body["cache"])
+                    ms, body = ask("semantic", PARAPHRASE)
+                    semantic.append(ms)
+                    outcomes["semantic"].add(body["cache"])
+        finally:
+            for row, _ in keys.values():
+                row.revoke()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM rag_throttlecount WHERE key = ANY(%s)",
+                    [[f"throttle_key_{r.pk}" for r, _ in keys.values()]],
+                )
+                _tidy.drop_newer(cursor, newest, log_collection="default")
+                _tidy.take_back_counters(cursor, counters_before)
 
     if outcomes != {"exact": {"exact"}, "semantic": {"semantic"}}:
         raise SystemExit(f"the questions were not the hits they should be: {outcomes}")

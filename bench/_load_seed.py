@@ -69,24 +69,18 @@ def main(argv: list[str]) -> int:
     from rag.ingestion import ingest_items
     from rag.models import (
         ApiKey,
-        CachedAnswer,
-        CachedEmbedding,
         Chunk,
         Collection,
-        QueryLog,
         ThrottleCount,
     )
     from rag.sources import demo_items
     from rag.sql import hnsw_index_name
-    from ragsite import embedded_db
     from resilience import live
     from resilience.testing import FakeOllama, saved_settings
 
     if os.environ.get("DATABASE_URL"):
         raise SystemExit("bench load runs against the embedded Postgres (unset DATABASE_URL)")
     call_command("ingest", "--demo", "--if-empty", "--no-progress")
-    data_dir = Path(connection.settings_dict["OPTIONS"]["embedded_data_dir"])
-    socket_dir = embedded_db.socket_dir(data_dir)
     run_id = os.getpid()
     name = "default" if args.embeddings == "local" else f"bench-seed-{run_id}"
     fake_model = "all-minilm"
@@ -96,17 +90,9 @@ def main(argv: list[str]) -> int:
         cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)", [indexes])
         existing_indexes = {row[0] for row in cursor.fetchall()}
     counters_before = _tidy.counters()
-    last_embedding = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    last_answer = CachedAnswer.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    last_log = QueryLog.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    newest = _tidy.newest()
     keys = [ApiKey.issue(name=f"bench load seed {n}") for n in range(args.clients)]
-    metrics_dir = ROOT / "var" / f"bench-prometheus-{run_id}"
-    metrics_dir.mkdir(parents=True, exist_ok=True)
     log_path = ROOT / "var" / f"bench-load-seed-{run_id}.log"
-    env = {
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
-    }
     provider = {"ollama_base_url": "", "generation_backend": "ollama"}
     if args.embeddings == "fake":
         provider.update(embedding_backend="ollama", embedding_model=fake_model)
@@ -114,6 +100,7 @@ def main(argv: list[str]) -> int:
     samples: list[tuple[float, float, int, str, float]] = []
     lock = threading.Lock()
     with contextlib.ExitStack() as stack:
+        env = stack.enter_context(_tidy.embedded_server_env())
         fake = stack.enter_context(FakeOllama())
         fake.set_mode("slow", seconds=0.2, paths=["/api/chat"])
         stack.enter_context(saved_settings(provider={**provider, "ollama_base_url": fake.url}))
@@ -186,20 +173,13 @@ def main(argv: list[str]) -> int:
     for row, _ in keys:
         row.revoke()
     ThrottleCount.objects.filter(key__in=[f"throttle_key_{row.pk}" for row, _ in keys]).delete()
-    QueryLog.objects.filter(id__gt=last_log, collection=name).delete()
     if name != "default":
         Collection.objects.filter(name=name).delete()
-    CachedEmbedding.objects.filter(id__gt=last_embedding).delete()
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM resilience_cachedanswer WHERE id > %s", [last_answer])
-        _tidy.drop_orphan_usage(cursor)
+        _tidy.drop_newer(cursor, newest, log_collection=name)
         for index in set(indexes) - existing_indexes:
             cursor.execute(f"DROP INDEX IF EXISTS {index}")
         _tidy.take_back_counters(cursor, counters_before)
-    with contextlib.suppress(OSError):
-        for path in metrics_dir.iterdir():
-            path.unlink()
-        metrics_dir.rmdir()
 
     done = [s for s in samples if s[0] < args.seconds]
     ok = [s for s in done if s[2] == 200]

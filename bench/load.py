@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -95,13 +94,13 @@ def main(argv: list[str]) -> int:
     django.setup()
     from django.db import connection
 
+    from bench import _tidy
     from ragsite import embedded_db
     from resilience.testing import FakeOllama, saved_settings
 
     data_dir = Path(connection.settings_dict.get("OPTIONS", {}).get("embedded_data_dir") or ROOT / "var" / "pgdata")
     if os.environ.get("DATABASE_URL"):
         raise SystemExit("bench load runs against the embedded Postgres (unset DATABASE_URL)")
-    socket_dir = embedded_db.socket_dir(data_dir)
     from rag.models import ApiKey
 
     key_row, api_key = ApiKey.issue(name="bench load", all_collections=True, can_write=True)
@@ -111,22 +110,19 @@ def main(argv: list[str]) -> int:
     connection.close()
 
     run_id = os.getpid()
-    metrics_dir = ROOT / "var" / f"bench-prometheus-{run_id}"
     log_path = ROOT / "var" / f"bench-load-{run_id}.log"
-    env = {
-        "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        # Workers connect through the socket and cannot restart the server themselves, so a
-        # stopped Postgres stays down for as long as the benchmark keeps it down.
-        "DATABASE_URL": f"postgresql://postgres@/postgres?host={socket_dir}",
-    }
     samples: list[Sample] = []
     created: list[int] = []
     lock = threading.Lock()
     # Undone in reverse: the server stops, Postgres is started again whatever happened, the
     # settings rows are restored, the fake Ollama stops, the metrics files go.
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, metrics_dir, True)
+        # Workers connect through the socket and cannot restart the server themselves, so a
+        # stopped Postgres stays down for as long as the benchmark keeps it down.
+        env = {
+            **stack.enter_context(_tidy.embedded_server_env()),
+            "RAGSITE_LOG_LEVEL": "INFO",  # breaker transitions are counted from the workers' logs
+        }
         fake = stack.enter_context(FakeOllama(latency=0.2))
         # The workers read these from the admin-edited settings rows.
         stack.enter_context(

@@ -209,7 +209,9 @@ class _Run:
             yield from self._deliver()
             return
         flight = answer_cache.single_flight(self.scope, self.question) if self.scope else nullcontext(False)
+        waited = time.perf_counter()
         with flight as locked:
+            self.timings["single_flight"] = _ms(time.perf_counter() - waited)
             if locked:  # another request may have answered it while this one waited
                 hit = answer_cache.lookup_exact(self.scope, self.question)
                 if hit:
@@ -344,12 +346,14 @@ class _Run:
         if self.scope is None or self.vector is None or answer is None or answer.degraded:
             return
         assert self.collections is not None
-        full = not self.trusted and answer_cache.is_full()
+        with self._timed("store"):
+            full = not self.trusted and answer_cache.is_full()
         if full and not query_log.asked_before(self.collections.ids, self.question):
             count(unadmitted=1)
             return
         sources = [chunk.as_source() for chunk in answer.sources]
-        answer_cache.store(self.scope, self.question, self.vector, answer.answer, sources, answer.generator)
+        with self._timed("store"):
+            answer_cache.store(self.scope, self.question, self.vector, answer.answer, sources, answer.generator)
 
     # -- delivery ----------------------------------------------------------------------------------
 

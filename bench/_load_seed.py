@@ -96,90 +96,107 @@ def main(argv: list[str]) -> int:
     provider = {"ollama_base_url": "", "generation_backend": "ollama"}
     if args.embeddings == "fake":
         provider.update(embedding_backend="ollama", embedding_model=fake_model)
-    # started, latency ms, status, cache, ms inside the answer pipeline (its timings_ms total)
-    samples: list[tuple[float, float, int, str, float]] = []
+    # started, latency ms, status, cache, the answer pipeline's timings_ms (its stages and total)
+    samples: list[tuple[float, float, int, str, dict[str, float]]] = []
+    health: list[float] = []  # GET /health/live under the load, ms
     lock = threading.Lock()
-    with contextlib.ExitStack() as stack:
-        env = stack.enter_context(_tidy.embedded_server_env())
-        fake = stack.enter_context(FakeOllama())
-        fake.set_mode("slow", seconds=0.2, paths=["/api/chat"])
-        stack.enter_context(saved_settings(provider={**provider, "ollama_base_url": fake.url}))
-        live.invalidate()
-        if args.embeddings == "fake":
-            report = ingest_items(demo_items(), collection_name=name, embedder=OllamaEmbedder(fake_model))
-            if report.failures or report.aborted:
-                raise SystemExit(f"ingest into {name} failed: {report.aborted or report.failures}")
-        corpus = Collection.objects.get(name=name)
-        chunks = Chunk.objects.filter(collection=corpus).count()
-        print(
-            f"corpus: collection '{name}', {corpus.documents.count()} documents, {chunks} chunks "
-            f"(the demo corpus, embedded by {'the fake Ollama' if args.embeddings == 'fake' else 'the local model'})"
-        )
-        connection.close()
-        base = stack.enter_context(
-            serve(log_path, workers=args.workers, threads=args.threads, env=env, ready_timeout=240)
-        )
-        asked: list[str] = []
-        counter = iter(range(10**9))
+    try:
+        with contextlib.ExitStack() as stack:
+            env = stack.enter_context(_tidy.embedded_server_env())
+            fake = stack.enter_context(FakeOllama())
+            fake.set_mode("slow", seconds=0.2, paths=["/api/chat"])
+            stack.enter_context(saved_settings(provider={**provider, "ollama_base_url": fake.url}))
+            live.invalidate()
+            if args.embeddings == "fake":
+                report = ingest_items(demo_items(), collection_name=name, embedder=OllamaEmbedder(fake_model))
+                if report.failures or report.aborted:
+                    raise SystemExit(f"ingest into {name} failed: {report.aborted or report.failures}")
+            corpus = Collection.objects.get(name=name)
+            chunks = Chunk.objects.filter(collection=corpus).count()
+            embedded_by = "the fake Ollama" if args.embeddings == "fake" else "the local model"
+            print(
+                f"corpus: collection '{name}', {corpus.documents.count()} documents, {chunks} chunks "
+                f"(the demo corpus, embedded by {embedded_by})"
+            )
+            connection.close()
+            base = stack.enter_context(
+                serve(log_path, workers=args.workers, threads=args.threads, env=env, ready_timeout=240)
+            )
+            asked: list[str] = []
+            counter = iter(range(10**9))
 
-        def new_question() -> str:
-            n = next(counter)
-            return f"{TEMPLATES[n % len(TEMPLATES)].format(TOPICS[n // len(TEMPLATES) % len(TOPICS)])} (case {n})"
+            def new_question() -> str:
+                n = next(counter)
+                return f"{TEMPLATES[n % len(TEMPLATES)].format(TOPICS[n // len(TEMPLATES) % len(TOPICS)])} (case {n})"
 
-        def post(session: requests.Session, question: str) -> tuple[int, str, float]:
-            response = session.post(f"{base}/api/query", json={"question": question, "collection": name}, timeout=60)
-            body = response.json() if response.status_code == 200 else {}
-            return response.status_code, body.get("cache", ""), body.get("timings_ms", {}).get("total", 0.0)
+            def post(session: requests.Session, question: str) -> tuple[int, str, dict[str, float]]:
+                response = session.post(
+                    f"{base}/api/query", json={"question": question, "collection": name}, timeout=60
+                )
+                body = response.json() if response.status_code == 200 else {}
+                return response.status_code, body.get("cache", ""), body.get("timings_ms", {})
 
-        warm = requests.Session()
-        warm.headers["Authorization"] = f"Bearer {keys[0][1]}"
-        for _ in range(40):
-            question = new_question()
-            status, _, _ = post(warm, question)
-            if status != 200:
-                raise SystemExit(f"warm-up question answered {status}")
-            asked.append(question)
-        start = time.monotonic()
-        stop_at = start + args.seconds
+            warm = requests.Session()
+            warm.headers["Authorization"] = f"Bearer {keys[0][1]}"
+            for _ in range(40):
+                question = new_question()
+                status, _, _ = post(warm, question)
+                if status != 200:
+                    raise SystemExit(f"warm-up question answered {status}")
+                asked.append(question)
+            start = time.monotonic()
+            stop_at = start + args.seconds
 
-        def client(number: int) -> None:
-            rng = random.Random(number)
-            session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {keys[number][1]}"
-            while time.monotonic() < stop_at:
-                repeat = rng.random() < 0.8
-                with lock:
-                    question = rng.choice(asked) if repeat else new_question()
-                t0 = time.monotonic()
-                try:
-                    status, cache, inside = post(session, question)
-                except requests.RequestException:
-                    status, cache, inside = 0, "", 0.0
-                with lock:
-                    samples.append((t0 - start, (time.monotonic() - t0) * 1000, status, cache, inside))
-                    if not repeat and status == 200:
-                        asked.append(question)
+            def client(number: int) -> None:
+                rng = random.Random(number)
+                session = requests.Session()
+                session.headers["Authorization"] = f"Bearer {keys[number][1]}"
+                while time.monotonic() < stop_at:
+                    repeat = rng.random() < 0.8
+                    with lock:
+                        question = rng.choice(asked) if repeat else new_question()
+                    t0 = time.monotonic()
+                    try:
+                        status, cache, inside = post(session, question)
+                    except requests.RequestException:
+                        status, cache, inside = 0, "", {}
+                    with lock:
+                        samples.append((t0 - start, (time.monotonic() - t0) * 1000, status, cache, inside))
+                        if not repeat and status == 200:
+                            asked.append(question)
 
-        threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=args.seconds + 90)
-        elapsed = time.monotonic() - start
-        chat_calls = fake.count("/api/chat")
-        load_end = load_average()
+            def probe() -> None:
+                # The floor under the same load: the cheapest request the server answers, ten a second.
+                session = requests.Session()
+                while time.monotonic() < stop_at:
+                    t0 = time.monotonic()
+                    with contextlib.suppress(requests.RequestException):
+                        if session.get(f"{base}/health/live", timeout=10).status_code == 200:
+                            health.append((time.monotonic() - t0) * 1000)
+                    time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
 
-    # Clean up what the run left (the server and the fake are gone; the settings are restored).
-    for row, _ in keys:
-        row.revoke()
-    ThrottleCount.objects.filter(key__in=[f"throttle_key_{row.pk}" for row, _ in keys]).delete()
-    if name != "default":
-        Collection.objects.filter(name=name).delete()
-    with connection.cursor() as cursor:
-        _tidy.drop_newer(cursor, newest, log_collection=name)
-        for index in set(indexes) - existing_indexes:
-            cursor.execute(f"DROP INDEX IF EXISTS {index}")
-        _tidy.take_back_counters(cursor, counters_before)
+            threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(args.clients)]
+            threads.append(threading.Thread(target=probe, daemon=True))
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=args.seconds + 90)
+            elapsed = time.monotonic() - start
+            chat_calls = fake.count("/api/chat")
+            load_end = load_average()
+    finally:
+        # Clean up what the run left (the server and the fake are gone; the settings are restored),
+        # whether it finished or stopped on an error.
+        for row, _ in keys:
+            row.revoke()
+        ThrottleCount.objects.filter(key__in=[f"throttle_key_{row.pk}" for row, _ in keys]).delete()
+        if name != "default":
+            Collection.objects.filter(name=name).delete()
+        with connection.cursor() as cursor:
+            _tidy.drop_newer(cursor, newest, log_collection=name)
+            for index in set(indexes) - existing_indexes:
+                cursor.execute(f"DROP INDEX IF EXISTS {index}")
+            _tidy.take_back_counters(cursor, counters_before)
 
     done = [s for s in samples if s[0] < args.seconds]
     ok = [s for s in done if s[2] == 200]
@@ -193,7 +210,13 @@ def main(argv: list[str]) -> int:
     cached_p50 = nearest_rank(cached, 0.5)
     # Where a cached answer's time goes: the pipeline's own part, the rest is the server's queue,
     # Django and DRF, and the CPU shared with the misses (and whatever else runs here).
-    cached_inside_p50 = nearest_rank([s[4] for s in ok if s[3] in ("exact", "semantic")], 0.5)
+    cached_inside_p50 = nearest_rank([s[4].get("total", 0.0) for s in ok if s[3] in ("exact", "semantic")], 0.5)
+    miss_stages = [s[4] for s in ok if s[3] == "miss"]
+    stages = {
+        stage: nearest_rank([t.get(stage, 0.0) for t in miss_stages], 0.5)
+        for stage in ("cache", "embed", "single_flight", "retrieve", "decline", "generate", "store", "total")
+    }
+    health_p50 = nearest_rank(health, 0.5) if health else 0.0
     print(
         f"gunicorn {args.workers} workers x {args.threads} threads, {args.clients} clients, {args.seconds:.0f} s "
         f"(clients done after {elapsed:.1f} s); fake chat 200 ms, embeddings {args.embeddings}"
@@ -211,6 +234,14 @@ def main(argv: list[str]) -> int:
     print(
         f"  a cached answer: p50 {cached_p50:.2f} ms at the client, of which {cached_inside_p50:.2f} ms in the answer "
         "pipeline (its first statement included)"
+    )
+    print(
+        "  a miss inside the answer pipeline, p50 of each stage: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+    )
+    print(
+        f"  GET /health/live under the same load (ten a second): p50 {health_p50:.2f} ms; a cached answer is "
+        f"{cached_p50 / health_p50 if health_p50 else 0:.1f}x that"
     )
     print(f"  load average at the end: {load_end}")
     goals = {
@@ -235,6 +266,8 @@ def main(argv: list[str]) -> int:
         "cached_p50_ms": round(cached_p50, 2),
         "cached_pipeline_p50_ms": round(cached_inside_p50, 2),
         "miss_p50_ms": round(nearest_rank(missed, 0.5), 1),
+        "miss_stage_p50_ms": {k: round(v, 1) for k, v in stages.items()},
+        "health_live_under_load_p50_ms": round(health_p50, 2),
         "rps_over_seed_ratio": round(rps / SEED["rps"], 2),
         "statuses": {str(k): v for k, v in statuses.items()},
         **{f"goal_{k}": v for k, v in goals.items()},

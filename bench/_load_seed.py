@@ -76,7 +76,8 @@ def main(argv: list[str]) -> int:
     from rag.sources import demo_items
     from rag.sql import hnsw_index_name
     from resilience import live
-    from resilience.testing import FakeOllama, saved_settings
+    from resilience.fake_ollama import FakeOllama
+    from resilience.testing import saved_settings
 
     if os.environ.get("DATABASE_URL"):
         raise SystemExit("bench load runs against the embedded Postgres (unset DATABASE_URL)")

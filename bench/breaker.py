@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     from resilience import config
     from resilience.breaker import clear_registry, get_breaker
     from resilience.client import reset_client
-    from resilience.testing import FakeOllama
+    from resilience.fake_ollama import FakeOllama
 
     call_command("ingest", "--demo", "--if-empty", "--no-progress", stdout=io.StringIO())
     corpus = Collection.objects.get(name="default")

@@ -399,7 +399,7 @@ def e2e_benchmark(pid: int, repeat: int) -> dict[str, float]:
     from rag.models import ApiKey, Collection
     from rag.sources import demo_items
     from resilience import config
-    from resilience.testing import FakeOllama
+    from resilience.fake_ollama import FakeOllama
 
     name = f"bench-cache-{pid}-e2e"
     items = [item for item in demo_items() if item.source.removeprefix("pydoc:") in E2E_TOPICS]

@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
     from rag import jobs
     from rag.models import ApiKey, Collection, Job, JobStatus
     from ragsite import embedded_db
-    from resilience.testing import FakeOllama
+    from resilience.fake_ollama import FakeOllama
 
     if os.environ.get("DATABASE_URL"):
         database_url = os.environ["DATABASE_URL"]

@@ -96,7 +96,8 @@ def main(argv: list[str]) -> int:
 
     from bench import _tidy
     from ragsite import embedded_db
-    from resilience.testing import FakeOllama, saved_settings
+    from resilience.fake_ollama import FakeOllama
+    from resilience.testing import saved_settings
 
     data_dir = Path(connection.settings_dict.get("OPTIONS", {}).get("embedded_data_dir") or ROOT / "var" / "pgdata")
     if os.environ.get("DATABASE_URL"):

@@ -23,8 +23,8 @@ import requests
 from resilience import config
 from resilience.breaker import CircuitBreaker
 from resilience.client import OllamaClient
+from resilience.fake_ollama import FakeOllama
 from resilience.pool import PoolStats
-from resilience.testing import FakeOllama
 
 MODEL = "all-minilm"
 

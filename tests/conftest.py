@@ -41,7 +41,7 @@ def fresh_settings():
 @pytest.fixture
 def fake_ollama():
     """A real HTTP server on 127.0.0.1 speaking Ollama's API; tests switch its fault mode."""
-    from resilience.testing import FakeOllama
+    from resilience.fake_ollama import FakeOllama
 
     with FakeOllama() as fake:
         yield fake

@@ -16,8 +16,8 @@ from resilience import config as runtime_config
 from resilience.breaker import CircuitBreaker, clear_registry
 from resilience.client import OllamaClient, reset_client
 from resilience.config import BreakerConfig, PoolConfig, RuntimeConfig
+from resilience.fake_ollama import FakeOllama
 from resilience.pool import PoolStats
-from resilience.testing import FakeOllama
 
 EMBED_MODEL = "all-minilm"
 CHAT_MODEL = "llama3.2"

@@ -46,7 +46,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fake_chat(tmp_path_factory):
-    from resilience.testing import FakeOllama
+    from resilience.fake_ollama import FakeOllama
 
     with FakeOllama(stream_delay=0.05) as fake:
         yield fake

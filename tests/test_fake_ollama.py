@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from resilience.testing import FakeOllama, fake_answer, fake_embedding
+from resilience.fake_models import fake_answer, fake_embedding
+from resilience.fake_ollama import FakeOllama
 
 CONTEXT = (
     "Answer from the passages.\n\n"

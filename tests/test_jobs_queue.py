@@ -21,7 +21,8 @@ from rag import jobs
 from rag.chunking import chunk_text
 from rag.models import ApiKey, Chunk, Collection, Document, Job, JobStatus, JobUpload
 from rag.readers import parse_bytes
-from resilience.testing import FakeOllama, saved_settings
+from resilience.fake_ollama import FakeOllama
+from resilience.testing import saved_settings
 from tests.fixtures_resilience import FAST_POOL
 from tests.workers import wait_for, workers
 

@@ -14,7 +14,8 @@ from resilience.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, get_brea
 from resilience.client import ChatResult, OllamaClient, get_client
 from resilience.config import PoolConfig, RuntimeConfig
 from resilience.errors import CircuitOpenError, OllamaConfigError, OllamaUnavailable
-from resilience.testing import FakeOllama, fake_answer
+from resilience.fake_models import fake_answer
+from resilience.fake_ollama import FakeOllama
 from tests.fixtures_resilience import CHAT_MODEL, EMBED_MODEL, FakeClock, breaker_config, make_client
 
 QUESTION = [

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from resilience.config import PoolConfig
+from resilience.fake_ollama import FakeOllama
 from resilience.pool import PoolStats, RetryBudget, build_retry, build_session
-from resilience.testing import FakeOllama
 from tests.fixtures_resilience import EMBED_MODEL, FakeClock, make_client
 
 EMBED = {"model": EMBED_MODEL, "input": ["hello"]}

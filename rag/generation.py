@@ -19,7 +19,9 @@ from rag.text import content_words, stem
 from resilience import config
 from resilience.client import get_client
 
-PROMPT_VERSION = "2"
+# How answers are written (the prompt, or how the extractive answer picks its sentences): cached
+# answers record it, and one written another way is not served.
+PROMPT_VERSION = "3"
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered context passages, never your own knowledge. "
     "Cite the passages you use with their numbers in square brackets, like [1] or [2][3], and only "
@@ -50,9 +52,23 @@ def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_se
     if by_meaning:
         top = max(similarity for similarity, *_ in by_meaning)
         best = sorted((c for c in by_meaning if c[0] >= top - SENTENCE_MARGIN), key=lambda c: (-c[0], c[1], c[2]))
-        best = sorted(best[:max_sentences], key=lambda c: (c[1], c[2]))
+        best = sorted(_once(best)[:max_sentences], key=lambda c: (c[1], c[2]))
         return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)
     return _by_words(question, chunks, max_sentences=max_sentences)
+
+
+def _once(ranked: list[tuple[float, int, int, str]]) -> list[tuple[float, int, int, str]]:
+    """Each sentence once, where it ranks best: documents quote each other (a section and the
+    chapter holding it, overlapping chunks), and an answer that says the same sentence twice, cited
+    twice, tells nothing more."""
+    seen: set[str] = set()
+    kept = []
+    for candidate in ranked:
+        key = " ".join(candidate[3].split()).casefold()
+        if key not in seen:
+            seen.add(key)
+            kept.append(candidate)
+    return kept
 
 
 def _by_words(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences: int) -> str:
@@ -73,7 +89,7 @@ def _by_words(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences:
     if not candidates:
         first = chunks[0].text.strip()
         return f"{first[:400]} [1]"
-    best = sorted(candidates, key=lambda c: (-c[0], c[1], c[2]))[:max_sentences]
+    best = _once(sorted(candidates, key=lambda c: (-c[0], c[1], c[2])))[:max_sentences]
     # Read in source order so the answer flows as the passages do.
     best.sort(key=lambda c: (c[1], c[2]))
     return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)

@@ -101,3 +101,20 @@ def test_a_source_far_from_the_question_does_not_decline_what_another_sentence_a
     assert covers([parking], **judge) is False  # without the question's vector, the sources alone judge
     monkeypatch.setattr(declining, "NEAREST_SENTENCE_MAX_CHUNKS", 1)  # too many chunks to scan
     assert covers([parking], **judge, query_vector=vector) is False
+
+
+def test_a_sentence_two_documents_share_is_said_once(client, resilience_config):
+    # A handbook quotes the boiler notice word for word: both are sources, the sentence is said once.
+    quoted = "Handbook\n\nBoilers are serviced every October by the caretaker. Fire drills are held each spring."
+    items = [
+        SourceItem("facility:boilers", TEXTS["boilers"].encode(), "text/plain", "boilers"),
+        SourceItem("facility:handbook", quoted.encode(), "text/plain", "handbook"),
+    ]
+    assert not ingest_items(items, collection_name="quoting-test").failures
+    body = client.post(
+        "/api/query",
+        json.dumps({"question": "When are the boilers serviced?", "collection": "quoting-test", "use_cache": False}),
+        content_type="application/json",
+    ).json()
+    assert {s["source"] for s in body["sources"][:2]} == {"facility:boilers", "facility:handbook"}
+    assert body["answer"].count("Boilers are serviced every October by the caretaker.") == 1, body["answer"]

@@ -102,13 +102,7 @@ def main(argv: list[str]) -> int:
     data_dir = Path(connection.settings_dict.get("OPTIONS", {}).get("embedded_data_dir") or ROOT / "var" / "pgdata")
     if os.environ.get("DATABASE_URL"):
         raise SystemExit("bench load runs against the embedded Postgres (unset DATABASE_URL)")
-    from rag.models import ApiKey
-
-    key_row, api_key = ApiKey.issue(name="bench load", all_collections=True, can_write=True)
-    subprocess.run(
-        [sys.executable, "manage.py", "ingest", "--demo", "--if-empty", "--no-progress"], cwd=ROOT, check=True
-    )
-    connection.close()
+    from rag.models import ApiKey, Collection
 
     run_id = os.getpid()
     log_path = ROOT / "var" / f"bench-load-{run_id}.log"
@@ -116,8 +110,21 @@ def main(argv: list[str]) -> int:
     created: list[int] = []
     lock = threading.Lock()
     # Undone in reverse: the server stops, Postgres is started again whatever happened, the
-    # settings rows are restored, the fake Ollama stops, the metrics files go.
+    # settings rows are restored, the fake Ollama stops, the metrics files go, and last the
+    # documents the writer added and the run's key, whether the run finished or stopped on an error.
     with contextlib.ExitStack() as stack:
+        key_row, api_key = ApiKey.issue(name="bench load", all_collections=True, can_write=True)
+
+        def forget() -> None:
+            connection.close()  # Postgres may have been restarted under the old connection
+            Collection.objects.filter(name="bench-load").delete()
+            key_row.delete()
+
+        stack.callback(forget)
+        subprocess.run(
+            [sys.executable, "manage.py", "ingest", "--demo", "--if-empty", "--no-progress"], cwd=ROOT, check=True
+        )
+        connection.close()
         # Workers connect through the socket and cannot restart the server themselves, so a
         # stopped Postgres stays down for as long as the benchmark keeps it down.
         env = {
@@ -234,12 +241,6 @@ def main(argv: list[str]) -> int:
             docs_after_ids.update(d["id"] for d in listing["results"])
             page = listing["next"]
         lost = sorted(set(created) - docs_after_ids)
-
-    # Clean up the documents the writer added (through the ORM: the server is gone).
-    from rag.models import Collection
-
-    Collection.objects.filter(name="bench-load").delete()
-    key_row.delete()
 
     transitions = collections.Counter(
         re.findall(r"breaker (\w+): (\w+(?:_\w+)?) -> (\w+(?:_\w+)?)", log_path.read_text())

@@ -20,8 +20,9 @@ from resilience import config
 from resilience.client import get_client
 
 # How answers are written (the prompt, or how the extractive answer picks its sentences): cached
-# answers record it, and one written another way is not served.
-PROMPT_VERSION = "3"
+# answers record it, and one written another way is not served. (4: a passage two documents hold
+# is one source.)
+PROMPT_VERSION = "4"
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered context passages, never your own knowledge. "
     "Cite the passages you use with their numbers in square brackets, like [1] or [2][3], and only "

@@ -4,6 +4,10 @@ A long document has many chunks that match a question about its subject; left al
 every place and push out the one short document that answers it. So a document takes at most
 ``max_per_document`` of the k places, and a chunk next to a chosen one (the same document, the
 ordinal before or after) joins it as one source instead of taking a place of its own.
+
+A passage two documents hold word for word (a chapter quoting its section, a page published
+twice) is shown once: the better-ranked copy is the source, and the other documents holding it
+are named in its ``also_in`` instead of taking a place.
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ class Candidate:
     sentences: list[tuple[int, str, float]] = field(default_factory=list)
     best_sentence: float | None = None
     collection: str = ""  # the collection's name
+    # other documents holding this source's passage word for word: {"document_id", "title", "source"}
+    also_in: list[dict[str, object]] = field(default_factory=list)
+
+
+def passage_key(text: str) -> str:
+    """What two chunks must share to be the same passage: their words, whitespace aside."""
+    return " ".join(text.split())
 
 
 def join_texts(first: str, second: str) -> str:
@@ -50,37 +61,60 @@ def join_texts(first: str, second: str) -> str:
 
 
 def diversify(candidates: list[Candidate], k: int, *, max_per_document: int) -> list[Candidate]:
-    """The best ``k`` candidates, at most ``max_per_document`` a document, neighbours merged.
+    """The best ``k`` candidates, at most ``max_per_document`` a document, neighbours merged, each
+    passage once.
 
     ``candidates`` are best first. A chunk adjacent to one already chosen is merged into it
-    (once on each side) and takes no place.
+    (once on each side) and takes no place; a chunk whose passage a chosen source already shows
+    takes no place either: its document is named in that source's ``also_in`` (every candidate
+    is read for those, past the k-th source too).
     """
     by_position = {(c.document_id, c.ordinal): c for c in candidates}
     chosen: list[Candidate] = []
     taken: dict[int, int] = {}
     used: set[int] = set()
+    shown: dict[str, Candidate] = {}  # a passage -> the source showing it
     for candidate in candidates:
+        if candidate.chunk_id in used:
+            continue
+        holder = shown.get(passage_key(candidate.text))
+        if holder is not None:
+            used.add(candidate.chunk_id)
+            _also_in(holder, candidate)
+            continue
         if len(chosen) >= k:
-            break
-        if candidate.chunk_id in used or taken.get(candidate.document_id, 0) >= max_per_document:
+            continue  # the rest are read only for the documents holding a chosen passage
+        if taken.get(candidate.document_id, 0) >= max_per_document:
             continue
         taken[candidate.document_id] = taken.get(candidate.document_id, 0) + 1
         used.add(candidate.chunk_id)
-        source = Candidate(**{**candidate.__dict__, "merged": [candidate.chunk_id]})
+        source = Candidate(**{**candidate.__dict__, "merged": [candidate.chunk_id], "also_in": []})
+        shown[passage_key(candidate.text)] = source
         before = by_position.get((candidate.document_id, candidate.ordinal - 1))
-        if before is not None and before.chunk_id not in used:
+        if before is not None and before.chunk_id not in used and passage_key(before.text) not in shown:
             used.add(before.chunk_id)
+            shown[passage_key(before.text)] = source
             source.text = join_texts(before.text, source.text)
             source.merged.insert(0, before.chunk_id)
             source.sentences = _renumber(before.sentences + source.sentences)
         after = by_position.get((candidate.document_id, candidate.ordinal + 1))
-        if after is not None and after.chunk_id not in used:
+        if after is not None and after.chunk_id not in used and passage_key(after.text) not in shown:
             used.add(after.chunk_id)
+            shown[passage_key(after.text)] = source
             source.text = join_texts(source.text, after.text)
             source.merged.append(after.chunk_id)
             source.sentences = _renumber(source.sentences + after.sentences)
         chosen.append(source)
     return chosen
+
+
+def _also_in(source: Candidate, duplicate: Candidate) -> None:
+    """Name ``duplicate``'s document in ``source``'s ``also_in`` (once, and not its own)."""
+    if duplicate.document_id == source.document_id:
+        return
+    if any(other["document_id"] == duplicate.document_id for other in source.also_in):
+        return
+    source.also_in.append({"document_id": duplicate.document_id, "title": duplicate.title, "source": duplicate.source})
 
 
 def _renumber(sentences: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:

@@ -48,6 +48,8 @@ class RetrievedChunk:
     sentences: list[tuple[int, str, float]] = field(default_factory=list, repr=False)
     relevance: float | None = None  # how well the best of its sentences matches the question
     collection: str = ""  # the collection's name
+    # other documents holding this passage word for word ({"document_id", "title", "source"})
+    also_in: list[dict[str, Any]] = field(default_factory=list)
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -61,6 +63,7 @@ class RetrievedChunk:
             "chunk_ids": self.chunk_ids or [self.chunk_id],
             "heading": self.heading or self.title,
             "collection": self.collection,
+            "also_in": [dict(other) for other in self.also_in],
         }
 
     @classmethod
@@ -75,6 +78,7 @@ class RetrievedChunk:
             chunk_ids=source.get("chunk_ids") or [source["id"]],
             heading=source.get("heading") or source["title"],
             collection=source.get("collection", ""),
+            also_in=list(source.get("also_in") or []),
         )
 
     @classmethod
@@ -91,6 +95,7 @@ class RetrievedChunk:
             sentences=candidate.sentences,
             relevance=candidate.best_sentence,
             collection=candidate.collection,
+            also_in=list(candidate.also_in),
         )
 
 

@@ -67,6 +67,12 @@ class QueryInSerializer(serializers.Serializer):
         return attrs
 
 
+class AlsoInSerializer(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    title = serializers.CharField()
+    source = serializers.CharField()
+
+
 class SourceSerializer(serializers.Serializer):
     id = serializers.IntegerField(source="chunk_id")
     document_id = serializers.IntegerField()
@@ -79,6 +85,11 @@ class SourceSerializer(serializers.Serializer):
     )
     heading = serializers.CharField(help_text="Where in its document the source is: title > section > subsection.")
     collection = serializers.CharField(help_text="The collection the passage is from.")
+    also_in = AlsoInSerializer(
+        many=True,
+        help_text="Other documents holding this passage word for word (a chapter quoting its section): "
+        "shown once, here, instead of as sources of their own.",
+    )
 
 
 class QueryOutSerializer(serializers.Serializer):
@@ -144,6 +155,14 @@ def query_out(answer: Any) -> dict[str, Any]:
                 "chunk_ids": [int(i) for i in chunk.chunk_ids],
                 "heading": _text(chunk.heading),
                 "collection": _text(chunk.collection),
+                "also_in": [
+                    {
+                        "document_id": int(other["document_id"]),
+                        "title": _text(other["title"]),
+                        "source": _text(other["source"]),
+                    }
+                    for other in chunk.also_in
+                ],
             }
             for chunk in answer.sources
         ],

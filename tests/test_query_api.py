@@ -27,7 +27,7 @@ def test_query_answers_with_numbered_sources(client, demo_corpus):
     assert body["question"] == "What does the yield statement do?"
     assert body["sources"][0]["source"] == "pydoc:yield"
     assert len(body["sources"]) == 5
-    fields = {"id", "document_id", "title", "source", "score", "text", "chunk_ids", "heading", "collection"}
+    fields = {"id", "document_id", "title", "source", "score", "text", "chunk_ids", "heading", "collection", "also_in"}
     assert set(body["sources"][0]) == fields
     assert body["sources"][0]["collection"] == "default" and body["collections"] == ["default"]
     assert "[1]" in body["answer"] and "yield" in body["answer"].lower()
@@ -101,3 +101,12 @@ def test_schema_and_docs_are_served_without_a_cdn(client, db):
     assets = re.findall(r'(?:src|href)="([^"]+)"', docs.content.decode())
     assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
     assert all(a.startswith("/static/") for a in assets), assets
+
+
+def test_a_cached_answer_keeps_the_documents_its_passages_are_also_in(client, demo_corpus):
+    body = {"question": "How does the with statement work?", "k": 5}
+    first = client.post("/api/query", body, content_type="application/json").json()
+    again = client.post("/api/query", body, content_type="application/json").json()
+    assert (first["cache"], again["cache"]) == ("miss", "exact")
+    assert any(s["also_in"] for s in first["sources"])
+    assert [s["also_in"] for s in again["sources"]] == [s["also_in"] for s in first["sources"]]

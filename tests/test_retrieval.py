@@ -229,6 +229,51 @@ def test_neighbouring_chunks_of_a_document_are_merged_into_one_source():
     assert [s.merged for s in two] == [[10, 11], [20], [12]]
 
 
+def test_a_passage_two_documents_hold_is_one_source_naming_the_other():
+    def chunk(chunk_id: int, document_id: int, ordinal: int, text: str) -> Candidate:
+        return Candidate(chunk_id, document_id, ordinal, f"doc {document_id}", f"s:{document_id}", text, 1.0)
+
+    found = [
+        chunk(10, 1, 4, "The with statement wraps a block."),  # a chapter quoting its section
+        chunk(20, 2, 0, "The with  statement\nwraps a block."),  # the section: the same words
+        chunk(30, 3, 0, "Something else."),
+        chunk(21, 2, 1, "The rest of the section."),
+        chunk(11, 1, 9, "Far away in the chapter."),
+        chunk(40, 4, 2, "The with statement wraps a block."),  # a third copy, past the k-th source
+    ]
+    sources = diversify(found, 2, max_per_document=1)
+    assert [s.merged for s in sources] == [[10], [30]]
+    assert sources[0].also_in == [
+        {"document_id": 2, "title": "doc 2", "source": "s:2"},
+        {"document_id": 4, "title": "doc 4", "source": "s:4"},
+    ]
+    # The section's other passage is still a source of its own when there is room.
+    assert [s.merged for s in diversify(found, 5, max_per_document=1)] == [[10], [30], [21]]
+
+    # A neighbour whose passage another source already shows is not merged in again.
+    found = [
+        chunk(20, 2, 0, "The with statement wraps a block."),
+        chunk(31, 3, 1, "Section three."),
+        chunk(30, 3, 0, "The with statement wraps a block."),
+    ]
+    sources = diversify(found, 5, max_per_document=1)
+    assert [s.merged for s in sources] == [[20], [31]]
+    assert sources[0].also_in == [{"document_id": 3, "title": "doc 3", "source": "s:3"}]
+
+
+def test_no_answer_lists_a_passage_twice(client, demo_corpus):
+    # The demo's "Compound statements" chapter quotes its sections ("The with statement", ...)
+    # word for word: each passage is one source, naming the other document that holds it.
+    body = {"question": "How does the with statement work?", "k": 10, "use_cache": False}
+    sources = client.post("/api/query", body, content_type="application/json").json()["sources"]
+    texts = [" ".join(s["text"].split()) for s in sources]
+    assert len(set(texts)) == len(texts) == 10
+    named = {other["source"] for s in sources for other in s["also_in"]}
+    assert {"pydoc:with", "pydoc:compound"} & named
+    for s in sources:
+        assert s["source"] not in {other["source"] for other in s["also_in"]}
+
+
 def test_small_typos_and_code_operators_still_reach_the_full_text_search(demo_corpus):
     # Full text alone (no question vector): only the corrected words can find the topic.
     assert hybrid_search(scope(demo_corpus), "asert statment", 3)[0].source == "pydoc:assert"

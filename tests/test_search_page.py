@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from django.conf import settings
@@ -33,6 +34,13 @@ def test_search_shows_answer_and_numbered_sources(client, demo_corpus):
     assert "[1] The &quot;yield&quot; statement" in html
     assert "pydoc:yield" in html
     assert "cache: " in html
+
+
+def test_a_passage_two_documents_hold_is_shown_once_naming_both(client, demo_corpus):
+    html = client.get("/", {"q": "How does the with statement work?"}).content.decode()
+    snippets = re.findall(r'<p class="snippet">(.*?)</p>', html, re.S)
+    assert len(snippets) == 5 and len(set(snippets)) == 5
+    assert re.search(r"Also in: [^<]*\(pydoc:(with|compound)\)", html)
 
 
 def test_document_text_is_escaped(client, db):

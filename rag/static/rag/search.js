@@ -61,6 +61,10 @@
       var where = s.collection ? s.collection + " · " : "";
       item.appendChild(el("div", "meta", where + s.source + " · score " + Number(s.score).toFixed(4)));
       item.appendChild(el("p", "snippet", s.text.length > 600 ? s.text.slice(0, 599) + "…" : s.text));
+      if (s.also_in && s.also_in.length) {
+        var others = s.also_in.map(function (o) { return o.title + " (" + o.source + ")"; });
+        item.appendChild(el("div", "meta also-in", "Also in: " + others.join("; ")));
+      }
       list.appendChild(item);
     });
     block.appendChild(list);

@@ -13,7 +13,7 @@ model); manage.py evaluate reports the precision and recall of declining.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from django.conf import settings
@@ -101,8 +101,16 @@ def covers(
     if best < max(floor, floor_unknown_words) and query_vector is not None:
         nearest = nearest_sentence(collections, model_name=model_name, query_vector=query_vector)
         best = max(best, nearest if nearest is not None else best)
-    if best < floor:
-        return False
-    if best < floor_unknown_words:
-        return unknown_share(collections.ids, question) < UNKNOWN_SHARE
-    return True
+    return not below_floors(
+        best, lambda: unknown_share(collections.ids, question), floor=floor, floor_unknown_words=floor_unknown_words
+    )
+
+
+def below_floors(similarity: float, unknown: Callable[[], float], *, floor: float, floor_unknown_words: float) -> bool:
+    """The rule itself: a closest sentence below ``floor``, or below ``floor_unknown_words`` for a
+    question most of whose words no chunk holds (``unknown()``, asked only then)."""
+    if similarity < floor:
+        return True
+    if similarity < floor_unknown_words:
+        return unknown() >= UNKNOWN_SHARE
+    return False

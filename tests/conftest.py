@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("RAGSITE_ACCESS_IP_RATE", "1000000/minute")
 os.environ.setdefault("RAGSITE_ACCESS_KEY_RATE", "1000000/minute")
 
-pytest_plugins = ["tests.fixtures_resilience", "tests.fixtures_teams"]
+pytest_plugins = ["tests.fixtures_resilience", "tests.fixtures_teams", "tests.fixtures_golden"]
 
 
 def pytest_collection_modifyitems(items) -> None:

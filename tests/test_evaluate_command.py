@@ -9,30 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from rag.evaluation import first_relevant_rank, summarise
-from rag.ingestion import ingest_items
 from rag.models import EvalRun
-from rag.sources import SourceItem
+from tests.fixtures_golden import COLLECTION, write_set
 
 pytestmark = pytest.mark.django_db
-
-COLLECTION = "eval-test"
-TEXTS = {
-    "boilers": "Boilers\n\nThe boiler room is in the basement. Boilers are serviced every October by the caretaker.",
-    "parking": "Parking\n\nStaff parking is behind building B. Visitors park at the front gate near reception.",
-    "lunch": "The canteen\n\nThe canteen serves lunch from noon until two in the afternoon, soup on Fridays.",
-}
-
-
-@pytest.fixture
-def corpus(resilience_config):
-    items = [SourceItem(f"facility:{key}", text.encode(), "text/plain", key) for key, text in TEXTS.items()]
-    assert not ingest_items(items, collection_name=COLLECTION).failures
-
-
-def write_set(tmp_path, rows: list[dict], name: str = "facilities") -> str:
-    path = tmp_path / f"{name}.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
-    return str(path)
 
 
 def evaluate(*args: str) -> tuple[str, dict]:
@@ -49,7 +29,7 @@ KNOWN = [
 ]
 
 
-def test_it_reports_the_known_figures_per_question_and_overall(corpus, tmp_path):
+def test_it_reports_the_known_figures_per_question_and_overall(facilities, tmp_path):
     text, figures = evaluate("--set", write_set(tmp_path, KNOWN), "--k", "3")
 
     assert figures["questions"] == 3 and figures["answerable"] == 3
@@ -70,7 +50,7 @@ def test_it_reports_the_known_figures_per_question_and_overall(corpus, tmp_path)
     assert [r["rank"] for r in run.results] == [1, 1, None]
 
 
-def test_compare_names_the_questions_that_got_worse_and_better(corpus, tmp_path):
+def test_compare_names_the_questions_that_got_worse_and_better(facilities, tmp_path):
     evaluate("--set", write_set(tmp_path, KNOWN), "--label", "first")
     changed = [
         {**KNOWN[0], "expected": ["facility:nowhere"]},  # was found first, now cannot be
@@ -119,7 +99,7 @@ def test_declining_precision_and_recall_count_each_way_of_being_wrong():
         ("\n# nothing\n", "holds no questions"),
     ],
 )
-def test_a_bad_golden_set_is_refused_with_its_line(corpus, tmp_path, content, message):
+def test_a_bad_golden_set_is_refused_with_its_line(facilities, tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(CommandError, match=message):
@@ -127,7 +107,7 @@ def test_a_bad_golden_set_is_refused_with_its_line(corpus, tmp_path, content, me
     assert not EvalRun.objects.exists()
 
 
-def test_unknown_sets_collections_and_runs_are_refused(corpus, tmp_path):
+def test_unknown_sets_collections_and_runs_are_refused(facilities, tmp_path):
     with pytest.raises(CommandError, match=r"No golden set 'nope'.*demo-heldout"):
         evaluate("--set", "nope")
     with pytest.raises(CommandError, match="No collection named 'missing'"):
@@ -138,7 +118,7 @@ def test_unknown_sets_collections_and_runs_are_refused(corpus, tmp_path):
         evaluate("--set", write_set(tmp_path, KNOWN), "--k", "0")
 
 
-def test_the_admin_lists_runs_with_a_chart_and_the_questions_that_regressed(admin_client, corpus, tmp_path):
+def test_the_admin_lists_runs_with_a_chart_and_the_questions_that_regressed(admin_client, facilities, tmp_path):
     _, first = evaluate("--set", write_set(tmp_path, KNOWN), "--label", "before")
     changed = [{**KNOWN[0], "expected": ["facility:nowhere"]}, *KNOWN[1:]]
     _, second = evaluate("--set", write_set(tmp_path, changed), "--label", "after")
@@ -151,7 +131,7 @@ def test_the_admin_lists_runs_with_a_chart_and_the_questions_that_regressed(admi
     assert "When are the boilers serviced?" in detail and "not found" in detail
 
 
-def test_the_last_runs_figures_are_prometheus_gauges(client, corpus, tmp_path):
+def test_the_last_runs_figures_are_prometheus_gauges(client, facilities, tmp_path):
     evaluate("--set", write_set(tmp_path, KNOWN), "--k", "3")
     text = client.get("/metrics", HTTP_ACCEPT="text/plain").content.decode()
     assert 'ragsite_eval_hit_ratio{k="1",set="facilities"} 0.6667' in text

@@ -5,10 +5,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rag import calibration, declining, golden
+from rag import calibration, declining
 from rag.embeddings import get_embedder
+from rag.management.golden_options import add_golden_set_options, load_golden_set
 from rag.management.progress import Progress
-from rag.models import Collection
 from resilience.errors import OllamaError
 
 
@@ -21,14 +21,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--set",
-            dest="golden_set",
-            required=True,
-            help=f"A golden set: a JSONL file, or a shipped set's name ({', '.join(golden.shipped_sets())}).",
-        )
-        parser.add_argument("--collection", default="default", help="Collection to ask (default: default).")
-        parser.add_argument("--k", type=int, default=5, help="Sources per question, as asked (default 5).")
+        add_golden_set_options(parser)
         parser.add_argument(
             "--min-precision",
             type=float,
@@ -38,18 +31,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
 
-    def handle(self, *args, golden_set: str, collection: str, k: int, min_precision: float, **options: Any) -> str:
-        if not 1 <= k <= 50:
-            raise CommandError("--k must be between 1 and 50.")
+    def handle(
+        self, *args, golden_set: str | None, collection: str | None, k: int, min_precision: float, **options: Any
+    ) -> str:
+        collection = collection or "default"
         if not 0.0 < min_precision <= 1.0:
             raise CommandError("--min-precision must be above 0 and at most 1.")
+        set_name, questions = load_golden_set(golden_set, collection, k)
         try:
-            set_name, questions = golden.load(golden_set)
             calibration.check(questions)
-        except (golden.GoldenSetError, calibration.CalibrationError) as exc:
+        except calibration.CalibrationError as exc:
             raise CommandError(str(exc)) from None
-        if not Collection.objects.filter(name=collection).exists():
-            raise CommandError(f"No collection named {collection!r}.")
         model = get_embedder().name
         try:
             with Progress(self, options, total=len(questions), unit="question", desc="calibrate") as progress:

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from rag import evaluation, feedback, golden
+from rag import evaluation, feedback
+from rag.management.golden_options import add_golden_set_options, load_golden_set
 from rag.management.progress import Progress
-from rag.models import Collection, EvalRun
+from rag.models import EvalRun
 
 
 class Command(BaseCommand):
@@ -19,18 +20,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--set",
-            dest="golden_set",
-            help=f"A golden set: a JSONL file, or a shipped set's name ({', '.join(golden.shipped_sets())}).",
-        )
-        parser.add_argument("--collection", default=None, help="Collection to ask (default: default).")
-        parser.add_argument(
-            "--k",
-            type=int,
-            default=10,
-            help="Sources asked per question (default 10, so nDCG@10 sees ten; hit@1 and hit@5 read the first).",
-        )
+        add_golden_set_options(parser)
         parser.add_argument("--label", default="", help="A note stored with the run: what changed.")
         parser.add_argument(
             "--compare",
@@ -60,16 +50,7 @@ class Command(BaseCommand):
         if export_feedback is not None:
             return self._export(export_feedback, collection)
         collection = collection or "default"
-        if not golden_set:
-            raise CommandError("Give --set: a JSONL file or a shipped set's name.")
-        if not 1 <= k <= 50:
-            raise CommandError("--k must be between 1 and 50.")
-        try:
-            set_name, questions = golden.load(golden_set)
-        except golden.GoldenSetError as exc:
-            raise CommandError(str(exc)) from None
-        if not Collection.objects.filter(name=collection).exists():
-            raise CommandError(f"No collection named {collection!r}.")
+        set_name, questions = load_golden_set(golden_set, collection, k)
         baseline = self._baseline(compare, set_name, collection)
 
         with Progress(self, options, total=len(questions), unit="question", desc="evaluate") as progress:

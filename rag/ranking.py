@@ -42,7 +42,8 @@ class Candidate:
     sentences: list[tuple[int, str, float]] = field(default_factory=list)
     best_sentence: float | None = None
     collection: str = ""  # the collection's name
-    # other documents holding this source's passage word for word: {"document_id", "title", "source"}
+    # other documents holding this source's passage word for word:
+    # {"document_id", "title", "source", "collection"}
     also_in: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -114,7 +115,14 @@ def _also_in(source: Candidate, duplicate: Candidate) -> None:
         return
     if any(other["document_id"] == duplicate.document_id for other in source.also_in):
         return
-    source.also_in.append({"document_id": duplicate.document_id, "title": duplicate.title, "source": duplicate.source})
+    source.also_in.append(
+        {
+            "document_id": duplicate.document_id,
+            "title": duplicate.title,
+            "source": duplicate.source,
+            "collection": duplicate.collection,
+        }
+    )
 
 
 def _renumber(sentences: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:

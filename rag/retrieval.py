@@ -48,7 +48,7 @@ class RetrievedChunk:
     sentences: list[tuple[int, str, float]] = field(default_factory=list, repr=False)
     relevance: float | None = None  # how well the best of its sentences matches the question
     collection: str = ""  # the collection's name
-    # other documents holding this passage word for word ({"document_id", "title", "source"})
+    # other documents holding this passage word for word ({"document_id", "title", "source", "collection"})
     also_in: list[dict[str, Any]] = field(default_factory=list)
 
     def as_source(self) -> dict[str, Any]:

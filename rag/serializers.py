@@ -71,6 +71,7 @@ class AlsoInSerializer(serializers.Serializer):
     document_id = serializers.IntegerField()
     title = serializers.CharField()
     source = serializers.CharField()
+    collection = serializers.CharField()
 
 
 class SourceSerializer(serializers.Serializer):
@@ -160,6 +161,7 @@ def query_out(answer: Any) -> dict[str, Any]:
                         "document_id": int(other["document_id"]),
                         "title": _text(other["title"]),
                         "source": _text(other["source"]),
+                        "collection": _text(other.get("collection", "")),
                     }
                     for other in chunk.also_in
                 ],

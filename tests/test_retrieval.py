@@ -244,8 +244,8 @@ def test_a_passage_two_documents_hold_is_one_source_naming_the_other():
     sources = diversify(found, 2, max_per_document=1)
     assert [s.merged for s in sources] == [[10], [30]]
     assert sources[0].also_in == [
-        {"document_id": 2, "title": "doc 2", "source": "s:2"},
-        {"document_id": 4, "title": "doc 4", "source": "s:4"},
+        {"document_id": 2, "title": "doc 2", "source": "s:2", "collection": ""},
+        {"document_id": 4, "title": "doc 4", "source": "s:4", "collection": ""},
     ]
     # The section's other passage is still a source of its own when there is room.
     assert [s.merged for s in diversify(found, 5, max_per_document=1)] == [[10], [30], [21]]
@@ -258,7 +258,7 @@ def test_a_passage_two_documents_hold_is_one_source_naming_the_other():
     ]
     sources = diversify(found, 5, max_per_document=1)
     assert [s.merged for s in sources] == [[20], [31]]
-    assert sources[0].also_in == [{"document_id": 3, "title": "doc 3", "source": "s:3"}]
+    assert sources[0].also_in == [{"document_id": 3, "title": "doc 3", "source": "s:3", "collection": ""}]
 
 
 def test_no_answer_lists_a_passage_twice(client, demo_corpus):
@@ -272,6 +272,7 @@ def test_no_answer_lists_a_passage_twice(client, demo_corpus):
     assert {"pydoc:with", "pydoc:compound"} & named
     for s in sources:
         assert s["source"] not in {other["source"] for other in s["also_in"]}
+        assert {other["collection"] for other in s["also_in"]} <= {"default"}
 
 
 def test_small_typos_and_code_operators_still_reach_the_full_text_search(demo_corpus):

@@ -104,3 +104,9 @@ def test_a_set_it_cannot_calibrate_from_is_refused_with_the_reason(facilities, t
 def test_an_unknown_collection_is_refused(db, tmp_path):
     with pytest.raises(CommandError, match="No collection named 'nowhere'"):
         call_command("calibrate", "--set", write_set(tmp_path, SET), "--collection", "nowhere", stdout=StringIO())
+
+
+def test_an_ollama_embedding_model_that_cannot_be_reached_is_a_clear_error(ollama_facilities, tmp_path):
+    ollama_facilities.set_mode("status", paths=["/api/embed"], status=500, error="model crashed")
+    with pytest.raises(CommandError, match="The embedding model 'ollama/all-minilm' cannot be reached"):
+        call_command("calibrate", "--set", write_set(tmp_path, SET), "--collection", "facilities", stdout=StringIO())

@@ -20,7 +20,7 @@ import numpy as np
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
-from rag import hybrid, sql, vector_plan
+from rag import highlight, hybrid, sql, vector_plan
 from rag.models import Chunk
 from rag.query import search_text
 from rag.ranking import RERANK_TOP, Candidate, bm25, diversify, rescore
@@ -50,6 +50,8 @@ class RetrievedChunk:
     collection: str = ""  # the collection's name
     # other documents holding this passage word for word ({"document_id", "title", "source", "collection"})
     also_in: list[dict[str, Any]] = field(default_factory=list)
+    # [start, end) in ``text`` of its sentence closest to the question (rag.highlight), when known
+    highlight: list[int] | None = None
 
     def as_source(self) -> dict[str, Any]:
         """The chunk as the API shows a source (and as a cached answer stores it)."""
@@ -64,6 +66,7 @@ class RetrievedChunk:
             "heading": self.heading or self.title,
             "collection": self.collection,
             "also_in": [dict(other) for other in self.also_in],
+            "highlight": list(self.highlight) if self.highlight else None,
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class RetrievedChunk:
             heading=source.get("heading") or source["title"],
             collection=source.get("collection", ""),
             also_in=list(source.get("also_in") or []),
+            highlight=source.get("highlight"),
         )
 
     @classmethod
@@ -321,4 +325,6 @@ def hybrid_search(
         timings["rerank"] = round((time.perf_counter() - reranked) * 1000, 2)
     if max_per_document is None:
         max_per_document = settings.RAGSITE_MAX_PER_DOCUMENT
-    return [RetrievedChunk.from_candidate(c) for c in diversify(found, k, max_per_document=max_per_document)]
+    sources = [RetrievedChunk.from_candidate(c) for c in diversify(found, k, max_per_document=max_per_document)]
+    highlight.mark(sources)
+    return sources

@@ -91,6 +91,12 @@ class SourceSerializer(serializers.Serializer):
         help_text="Other documents holding this passage word for word (a chapter quoting its section): "
         "shown once, here, instead of as sources of their own.",
     )
+    highlight = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="[start, end) offsets in text of the sentence closest to the question; null when the "
+        "sentences were not scored (a full-text-only answer).",
+    )
 
 
 class QueryOutSerializer(serializers.Serializer):
@@ -165,6 +171,7 @@ def query_out(answer: Any) -> dict[str, Any]:
                     }
                     for other in chunk.also_in
                 ],
+                "highlight": [int(i) for i in chunk.highlight] if chunk.highlight else None,
             }
             for chunk in answer.sources
         ],

@@ -108,6 +108,7 @@ def test_typing_a_question_streams_the_answer_and_shows_its_sources(browser, ser
     assert "pydoc:yield" in sources[0].text
     # "Compound statements" quotes "The for statement": one source names the other document.
     assert any("Also in: " in s.text for s in sources)
+    assert "yield" in sources[0].find_element(By.CSS_SELECTOR, ".snippet mark").text.lower()
     assert browser.find_element(By.CSS_SELECTOR, "[data-flag=generator]").text == "ollama"
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-flag=degraded]")
     assert "q=What+does+the+yield" in browser.current_url  # the address can be shared

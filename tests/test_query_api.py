@@ -27,7 +27,19 @@ def test_query_answers_with_numbered_sources(client, demo_corpus):
     assert body["question"] == "What does the yield statement do?"
     assert body["sources"][0]["source"] == "pydoc:yield"
     assert len(body["sources"]) == 5
-    fields = {"id", "document_id", "title", "source", "score", "text", "chunk_ids", "heading", "collection", "also_in"}
+    fields = {
+        "id",
+        "document_id",
+        "title",
+        "source",
+        "score",
+        "text",
+        "chunk_ids",
+        "heading",
+        "collection",
+        "also_in",
+        "highlight",
+    }
     assert set(body["sources"][0]) == fields
     assert body["sources"][0]["collection"] == "default" and body["collections"] == ["default"]
     assert "[1]" in body["answer"] and "yield" in body["answer"].lower()
@@ -110,3 +122,14 @@ def test_a_cached_answer_keeps_the_documents_its_passages_are_also_in(client, de
     assert (first["cache"], again["cache"]) == ("miss", "exact")
     assert any(s["also_in"] for s in first["sources"])
     assert [s["also_in"] for s in again["sources"]] == [s["also_in"] for s in first["sources"]]
+    assert [s["highlight"] for s in again["sources"]] == [s["highlight"] for s in first["sources"]]
+
+
+def test_each_source_marks_its_sentence_closest_to_the_question(client, demo_corpus):
+    body = {"question": "What does the global statement do?", "use_cache": False}
+    sources = client.post("/api/query", body, content_type="application/json").json()["sources"]
+    assert sources[0]["source"] == "pydoc:global"
+    start, end = sources[0]["highlight"]
+    sentence = sources[0]["text"][start:end]
+    assert "global" in sentence and sentence.rstrip().endswith((".", ")", '"'))
+    assert all(s["highlight"] is None or 0 <= s["highlight"][0] < s["highlight"][1] <= len(s["text"]) for s in sources)

@@ -40,6 +40,9 @@ def test_a_passage_two_documents_hold_is_shown_once_naming_both(client, demo_cor
     html = client.get("/", {"q": "How does the with statement work?"}).content.decode()
     snippets = re.findall(r'<p class="snippet">(.*?)</p>', html, re.S)
     assert len(snippets) == 5 and len(set(snippets)) == 5
+    # Each snippet shows its sentence closest to the question, marked.
+    assert all("<mark>" in snippet for snippet in snippets)
+    assert "with" in re.search(r"<mark>(.*?)</mark>", snippets[0], re.S).group(1).lower()
     assert re.search(r"Also in: [^<]*\(pydoc:(with|compound)\)", html)
 
 

@@ -47,6 +47,33 @@
     if (event.degraded_reason) view.answer.appendChild(el("p", "reason", event.degraded_reason));
   }
 
+  // The same snippet the server renders (rag/highlight.py): from a little before the sentence
+  // closest to the question, the sentence marked; the text's start when nothing is highlighted.
+  var LEAD_CHARS = 120, SNIPPET_CHARS = 600;
+  function cut(text, limit) {
+    return text.length <= limit ? text : text.slice(0, Math.max(0, limit - 1)) + "…";
+  }
+  function snippet(text, highlight) {
+    var p = el("p", "snippet");
+    if (!highlight || !(0 <= highlight[0] && highlight[0] < highlight[1] && highlight[1] <= text.length)) {
+      p.textContent = cut(text, SNIPPET_CHARS);
+      return p;
+    }
+    var start = highlight[0], end = highlight[1];
+    var paragraph = text.lastIndexOf("\n\n", start - 1);
+    var leadFrom = paragraph < 0 ? 0 : paragraph + 2;
+    if (start - leadFrom > LEAD_CHARS) {
+      var space = text.indexOf(" ", start - LEAD_CHARS);
+      leadFrom = space >= 0 && space < start ? space + 1 : start - LEAD_CHARS;
+    }
+    var before = (leadFrom > 0 ? "…" : "") + text.slice(leadFrom, start);
+    var marked = text.slice(start, end);
+    p.appendChild(document.createTextNode(before));
+    p.appendChild(el("mark", "", marked));
+    p.appendChild(document.createTextNode(cut(text.slice(end), Math.max(0, SNIPPET_CHARS - before.length - marked.length))));
+    return p;
+  }
+
   function showSources(view, sources, answerable) {
     if (!sources.length) return;
     var block = el("div");
@@ -60,7 +87,7 @@
       item.appendChild(el("strong", "", (answerable === false ? "" : "[" + (i + 1) + "] ") + s.title));
       var where = s.collection ? s.collection + " · " : "";
       item.appendChild(el("div", "meta", where + s.source + " · score " + Number(s.score).toFixed(4)));
-      item.appendChild(el("p", "snippet", s.text.length > 600 ? s.text.slice(0, 599) + "…" : s.text));
+      item.appendChild(snippet(s.text, s.highlight));
       if (s.also_in && s.also_in.length) {
         var others = s.also_in.map(function (o) { return o.title + " (" + o.source + ")"; });
         item.appendChild(el("div", "meta also-in", "Also in: " + others.join("; ")));

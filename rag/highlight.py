@@ -1,0 +1,76 @@
+"""Where in a source the question is answered: the span of its sentence closest to the question.
+
+A source's text can start well before what matched (a neighbouring chunk merged in, a long
+paragraph), so the API gives the span of its best sentence (``highlight``: start and end offsets
+in ``text``) and the search page shows its snippet from there, the sentence marked. Sentences were
+stored with their whitespace folded (rag.chunking), so they are found in the text word by word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+# How much of the text before the sentence a snippet keeps (its paragraph's start if nearer), and
+# how long a snippet is in all: about the four lines the page shows.
+LEAD_CHARS = 120
+SNIPPET_CHARS = 600
+ELLIPSIS = "…"
+
+
+def span(text: str, sentence: str) -> list[int] | None:
+    """[start, end) of ``sentence`` in ``text``, whatever whitespace separates its words there."""
+    words = sentence.split()
+    if not words:
+        return None
+    found = re.search(r"\s+".join(re.escape(word) for word in words), text)
+    return [found.start(), found.end()] if found else None
+
+
+def best_span(text: str, sentences: Sequence[tuple[int, str, float]]) -> list[int] | None:
+    """The span of the sentence most similar to the question (None without scored sentences)."""
+    for _, sentence, _ in sorted(sentences, key=lambda s: -s[2]):
+        found = span(text, sentence)
+        if found:
+            return found
+    return None
+
+
+class _Source(Protocol):
+    text: str
+    sentences: list[tuple[int, str, float]]
+    highlight: list[int] | None
+
+
+def mark(sources: Sequence[_Source]) -> None:
+    """Set each source's highlight: its sentence closest to the question that no source before it
+    marks (two passages can end on the same sentence: each snippet then shows its own), or its
+    closest one when every sentence it has is marked already."""
+    marked: set[str] = set()
+    for source in sources:
+        fresh = [s for s in source.sentences if " ".join(s[1].split()) not in marked]
+        source.highlight = best_span(source.text, fresh or source.sentences)
+        if source.highlight:
+            start, end = source.highlight
+            marked.add(" ".join(source.text[start:end].split()))
+
+
+def snippet(text: str, highlight: Sequence[int] | None) -> tuple[str, str, str]:
+    """(before, the sentence, after) to show of a source: the whole from its start when nothing
+    is highlighted, else from a little before the sentence, each part cut with an ellipsis."""
+    if not highlight or not 0 <= highlight[0] < highlight[1] <= len(text):
+        return "", "", _cut(text, SNIPPET_CHARS)
+    start, end = highlight
+    paragraph = text.rfind("\n\n", 0, start)
+    lead_from = 0 if paragraph < 0 else paragraph + 2
+    if start - lead_from > LEAD_CHARS:
+        lead_from = text.find(" ", start - LEAD_CHARS, start) + 1 or start - LEAD_CHARS
+    before = (ELLIPSIS if lead_from > 0 else "") + text[lead_from:start]
+    marked = text[start:end]
+    after = _cut(text[end:], max(0, SNIPPET_CHARS - len(before) - len(marked)))
+    return before, marked, after
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS

@@ -8,7 +8,6 @@ stored with their whitespace folded (rag.chunking), so they are found in the tex
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -20,12 +19,38 @@ ELLIPSIS = "…"
 
 
 def span(text: str, sentence: str) -> list[int] | None:
-    """[start, end) of ``sentence`` in ``text``, whatever whitespace separates its words there."""
+    """[start, end) of ``sentence`` in ``text``, whatever whitespace separates its words there.
+
+    Walked word by word from each place the first word occurs (no pattern to compile: this runs
+    for every source of every answer).
+    """
     words = sentence.split()
     if not words:
         return None
-    found = re.search(r"\s+".join(re.escape(word) for word in words), text)
-    return [found.start(), found.end()] if found else None
+    start = text.find(words[0])
+    while start >= 0:
+        end = _words_from(text, start, words)
+        if end is not None:
+            return [start, end]
+        start = text.find(words[0], start + 1)
+    return None
+
+
+def _words_from(text: str, at: int, words: list[str]) -> int | None:
+    """Where ``words`` end if they are found in ``text`` from ``at`` on, one after another, with
+    only whitespace (at least some) between them; None otherwise."""
+    end = len(text)
+    for i, word in enumerate(words):
+        if i:
+            gap = at
+            while at < end and text[at].isspace():
+                at += 1
+            if at == gap:
+                return None
+        if not text.startswith(word, at):
+            return None
+        at += len(word)
+    return at
 
 
 def best_span(text: str, sentences: Sequence[tuple[int, str, float]]) -> list[int] | None:

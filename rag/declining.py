@@ -8,7 +8,8 @@ the floor (0.44) is declined. Just above it (up to 0.47), a question whose words
 unknown to the collection (no chunk holds them: "pandas DataFrame", "smtplib") is declined too.
 Both floors were calibrated on the golden set's tuning half for the local model's vectors
 (``RAGSITE_RELEVANCE_FLOORS``; ``RAGSITE_RELEVANCE_FLOOR`` and ``_UNKNOWN_WORDS`` set them for any
-model); manage.py evaluate reports the precision and recall of declining.
+model; manage.py calibrate chooses them from a golden set); manage.py evaluate reports the precision
+and recall of declining.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ after changing it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,19 +133,47 @@ def _levels(found: Sequence[Signal]) -> list[float]:
 def frontier(found: Sequence[Signal]) -> list[Outcome]:
     """For each number of unanswerable questions some pair of floors declines, the pair that does
     so declining the fewest answerable ones, each floor in the middle of its gap (``centred``):
-    the trade-off a set allows."""
+    the trade-off a set allows.
+
+    Every pair of levels is tried, each counted in constant time: a question of mostly unknown
+    words is declined below the upper floor (never below the floor alone, the upper one is at
+    least as high), any other below the floor, so each floor's declines are a count of the
+    similarities below it among its own questions (``_Below``).
+    """
+    judged = [s for s in found if s.similarity > NO_PASSAGE]
+    always = [s for s in found if s.similarity == NO_PASSAGE]
+    known = _Below([s for s in judged if s.unknown_share < declining.UNKNOWN_SHARE])
+    unknown = _Below([s for s in judged if s.unknown_share >= declining.UNKNOWN_SHARE])
+    right0, wrong0 = sum(not s.answerable for s in always), sum(s.answerable for s in always)
+    unanswerable = sum(not s.answerable for s in found)
     best: dict[int, Outcome] = {}
     levels = _levels(found)
     for i, floor in enumerate(levels):
+        right1, wrong1 = known.at(floor)
         for upper in levels[i:]:
-            result = outcome(found, floor=floor, floor_unknown_words=upper)
-            kept = best.get(result.right)
-            if kept is None or result.wrong < kept.wrong:
-                best[result.right] = result
+            right2, wrong2 = unknown.at(upper)
+            right, wrong = right0 + right1 + right2, wrong0 + wrong1 + wrong2
+            kept = best.get(right)
+            if kept is None or wrong < kept.wrong:
+                best[right] = Outcome(floor, upper, right, wrong, unanswerable)
     # A pair that declines more unanswerable questions for no more answerable ones hides the others.
     rows = sorted(best.values(), key=lambda o: o.right)
     kept = [row for i, row in enumerate(rows) if not any(later.wrong <= row.wrong for later in rows[i + 1 :])]
     return [centred(found, row) for row in kept]
+
+
+class _Below:
+    """How many of some questions, unanswerable and answerable, are less similar than a level."""
+
+    def __init__(self, found: Sequence[Signal]) -> None:
+        ordered = sorted(found, key=lambda s: s.similarity)
+        self.similarities = [s.similarity for s in ordered]
+        self.right = list(itertools.accumulate((not s.answerable for s in ordered), initial=0))
+        self.wrong = list(itertools.accumulate((s.answerable for s in ordered), initial=0))
+
+    def at(self, level: float) -> tuple[int, int]:
+        below = bisect.bisect_left(self.similarities, level)
+        return self.right[below], self.wrong[below]
 
 
 def recommend(found: Sequence[Signal], *, min_precision: float) -> Outcome | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from io import StringIO
 
 import pytest
@@ -110,3 +111,27 @@ def test_an_ollama_embedding_model_that_cannot_be_reached_is_a_clear_error(ollam
     ollama_facilities.set_mode("status", paths=["/api/embed"], status=500, error="model crashed")
     with pytest.raises(CommandError, match="The embedding model 'ollama/all-minilm' cannot be reached"):
         call_command("calibrate", "--set", write_set(tmp_path, SET), "--collection", "facilities", stdout=StringIO())
+
+
+def test_the_frontier_counts_what_the_declining_rule_declines():
+    # Every pair of floors judged by the rule itself, against the frontier's counting.
+    rng = random.Random(7)
+    found = [
+        signal(round(rng.uniform(0.1, 0.8), 3), rng.random() < 0.7, unknown=rng.choice([0.0, 0.25, 0.5, 1.0]))
+        for _ in range(60)
+    ]
+    found.append(signal(NO_PASSAGE, True))
+    levels = sorted({0.0, *(round(s.similarity + 0.0005, 4) for s in found if s.similarity > NO_PASSAGE)})
+    fewest: dict[int, int] = {}
+    for i, floor in enumerate(levels):
+        for upper in levels[i:]:
+            judged = outcome(found, floor=floor, floor_unknown_words=upper)
+            fewest[judged.right] = min(judged.wrong, fewest.get(judged.right, len(found)))
+    rows = frontier(found)
+    assert [(o.right, o.wrong) for o in rows] == [
+        (right, wrong)
+        for right, wrong in sorted(fewest.items())
+        if not any(w <= wrong for r, w in fewest.items() if r > right)
+    ]
+    for row in rows:  # and each row's (centred) floors do what the row says
+        assert outcome(found, floor=row.floor, floor_unknown_words=row.floor_unknown_words) == row

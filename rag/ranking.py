@@ -78,7 +78,8 @@ def diversify(candidates: list[Candidate], k: int, *, max_per_document: int) -> 
     for candidate in candidates:
         if candidate.chunk_id in used:
             continue
-        holder = shown.get(passage_key(candidate.text))
+        key = passage_key(candidate.text)
+        holder = shown.get(key)
         if holder is not None:
             used.add(candidate.chunk_id)
             _also_in(holder, candidate)
@@ -90,23 +91,27 @@ def diversify(candidates: list[Candidate], k: int, *, max_per_document: int) -> 
         taken[candidate.document_id] = taken.get(candidate.document_id, 0) + 1
         used.add(candidate.chunk_id)
         source = Candidate(**{**candidate.__dict__, "merged": [candidate.chunk_id], "also_in": []})
-        shown[passage_key(candidate.text)] = source
-        before = by_position.get((candidate.document_id, candidate.ordinal - 1))
-        if before is not None and before.chunk_id not in used and passage_key(before.text) not in shown:
-            used.add(before.chunk_id)
-            shown[passage_key(before.text)] = source
-            source.text = join_texts(before.text, source.text)
-            source.merged.insert(0, before.chunk_id)
-            source.sentences = _renumber(before.sentences + source.sentences)
-        after = by_position.get((candidate.document_id, candidate.ordinal + 1))
-        if after is not None and after.chunk_id not in used and passage_key(after.text) not in shown:
-            used.add(after.chunk_id)
-            shown[passage_key(after.text)] = source
-            source.text = join_texts(source.text, after.text)
-            source.merged.append(after.chunk_id)
-            source.sentences = _renumber(source.sentences + after.sentences)
+        shown[key] = source
+        for ordinal, before in ((candidate.ordinal - 1, True), (candidate.ordinal + 1, False)):
+            neighbour = by_position.get((candidate.document_id, ordinal))
+            if neighbour is None or neighbour.chunk_id in used:
+                continue
+            neighbour_key = passage_key(neighbour.text)
+            if neighbour_key in shown:
+                continue
+            used.add(neighbour.chunk_id)
+            shown[neighbour_key] = source
+            _merge(source, neighbour, before=before)
         chosen.append(source)
     return chosen
+
+
+def _merge(source: Candidate, neighbour: Candidate, *, before: bool) -> None:
+    """Join ``neighbour`` (the chunk just before or just after) to ``source``: text, sentences, ids."""
+    first, second = (neighbour, source) if before else (source, neighbour)
+    source.text = join_texts(first.text, second.text)
+    source.sentences = _renumber(first.sentences + second.sentences)
+    source.merged.insert(0 if before else len(source.merged), neighbour.chunk_id)
 
 
 def _also_in(source: Candidate, duplicate: Candidate) -> None:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from rag.sections import Section, heading_path
+from rag.text import fold_spaces
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
@@ -33,7 +34,7 @@ def prose_sentences(text: str) -> list[str]:
         lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
         if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
             continue  # an indented block: code or grammar
-        for sentence in split_sentences(" ".join(" ".join(lines).split())):
+        for sentence in split_sentences(fold_spaces(" ".join(lines))):
             letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
             if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
                 sentences.append(sentence)

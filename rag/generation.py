@@ -15,7 +15,7 @@ from typing import Any
 
 from rag.chunking import prose_sentences
 from rag.retrieval import RetrievedChunk
-from rag.text import content_words, stem
+from rag.text import content_words, fold_spaces, stem
 from resilience import config
 from resilience.client import get_client
 
@@ -65,7 +65,7 @@ def _once(ranked: list[tuple[float, int, int, str]]) -> list[tuple[float, int, i
     seen: set[str] = set()
     kept = []
     for candidate in ranked:
-        key = " ".join(candidate[3].split()).casefold()
+        key = fold_spaces(candidate[3]).casefold()
         if key not in seen:
             seen.add(key)
             kept.append(candidate)

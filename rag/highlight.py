@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from rag.text import fold_spaces
+
 # How much of the text before the sentence a snippet keeps (its paragraph's start if nearer), and
 # how long a snippet is in all: about the four lines the page shows.
 LEAD_CHARS = 120
@@ -74,11 +76,11 @@ def mark(sources: Sequence[_Source]) -> None:
     closest one when every sentence it has is marked already."""
     marked: set[str] = set()
     for source in sources:
-        fresh = [s for s in source.sentences if " ".join(s[1].split()) not in marked]
+        fresh = [s for s in source.sentences if fold_spaces(s[1]) not in marked]
         source.highlight = best_span(source.text, fresh or source.sentences)
         if source.highlight:
             start, end = source.highlight
-            marked.add(" ".join(source.text[start:end].split()))
+            marked.add(fold_spaces(source.text[start:end]))
 
 
 def snippet(text: str, highlight: Sequence[int] | None) -> tuple[str, str, str]:

@@ -21,6 +21,7 @@ from django.db import connection
 from rag import sql
 from rag.models import Chunk, Sentence
 from rag.query import vocabulary
+from rag.text import fold_spaces
 from rag.visibility import CollectionSet
 
 
@@ -45,11 +46,6 @@ class Candidate:
     # other documents holding this source's passage word for word:
     # {"document_id", "title", "source", "collection"}
     also_in: list[dict[str, object]] = field(default_factory=list)
-
-
-def passage_key(text: str) -> str:
-    """What two chunks must share to be the same passage: their words, whitespace aside."""
-    return " ".join(text.split())
 
 
 def join_texts(first: str, second: str) -> str:
@@ -78,7 +74,7 @@ def diversify(candidates: list[Candidate], k: int, *, max_per_document: int) -> 
     for candidate in candidates:
         if candidate.chunk_id in used:
             continue
-        key = passage_key(candidate.text)
+        key = fold_spaces(candidate.text)  # the same passage: the same words
         holder = shown.get(key)
         if holder is not None:
             used.add(candidate.chunk_id)
@@ -96,7 +92,7 @@ def diversify(candidates: list[Candidate], k: int, *, max_per_document: int) -> 
             neighbour = by_position.get((candidate.document_id, ordinal))
             if neighbour is None or neighbour.chunk_id in used:
                 continue
-            neighbour_key = passage_key(neighbour.text)
+            neighbour_key = fold_spaces(neighbour.text)
             if neighbour_key in shown:
                 continue
             used.add(neighbour.chunk_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.text import fold_spaces
+
 SEPARATOR = " \u203a "
 
 _ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -35,7 +37,7 @@ class Outline:
     def enter(self, title: str, level: int) -> tuple[str, ...]:
         del self.path[level - 1 :]
         self.path.extend([""] * (level - 1 - len(self.path)))
-        self.path.append(" ".join(title.split()))
+        self.path.append(fold_spaces(title))
         return tuple(p for p in self.path if p)
 
     def rst_level(self, char: str, overlined: bool) -> int:

@@ -94,6 +94,12 @@ _SPACE = re.compile(r"\s+")
 _TRAILING = re.compile(r"[\s?!.,;:\u2026\u00bf\u00a1]+$")
 
 
+def fold_spaces(text: str) -> str:
+    """The words of a text one space apart: a passage or a sentence the same whatever its line
+    breaks (sentences are stored folded; chunks, overlaps and documents quoting each other are not)."""
+    return " ".join(text.split())
+
+
 def normalise_question(text: str) -> str:
     """Case, spacing and trailing punctuation folded: "What is X?" and "what  is x" are one key."""
     text = unicodedata.normalize("NFKC", text).casefold()

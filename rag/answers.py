@@ -348,11 +348,10 @@ class _Run:
         assert self.collections is not None
         with self._timed("store"):
             full = not self.trusted and answer_cache.is_full()
-        if full and not query_log.asked_before(self.collections.ids, self.question):
-            count(unadmitted=1)
-            return
-        sources = [chunk.as_source() for chunk in answer.sources]
-        with self._timed("store"):
+            if full and not query_log.asked_before(self.collections.ids, self.question):
+                count(unadmitted=1)
+                return
+            sources = [chunk.as_source() for chunk in answer.sources]
             answer_cache.store(self.scope, self.question, self.vector, answer.answer, sources, answer.generator)
 
     # -- delivery ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -26,7 +27,7 @@ from rag.collections import CollectionNotFound
 from rag.errors import ServiceUnavailable
 from rag.feedback import UnknownQuery, give_feedback
 from rag.ingestion import delete_document, ingest_document
-from rag.models import ApiKey, Document
+from rag.models import ApiKey, Document, collection_name_validator
 from rag.parsers import SafeJSONParser
 from rag.readers import ReadError, media_type_for
 from rag.serializers import (
@@ -171,6 +172,10 @@ class DocumentListApi(generics.ListAPIView):
         name = self.request.query_params.get("collection")
         if name:
             try:
+                collection_name_validator(name)
+            except DjangoValidationError as exc:
+                raise ValidationError({"collection": exc.messages}) from None
+            try:
                 collections = visibility.resolve(caller, [name])
             except CollectionNotFound:
                 raise NotFound(f"No collection named {name!r}.") from None
@@ -310,5 +315,6 @@ class DocumentDetailApi(APIView):
         documents = visibility.documents(visibility.Caller.for_request(request))
         document = get_object_or_404(documents.select_related("collection"), pk=pk)
         writable_or_refuse(request, document.collection.name)
-        delete_document(document=document)
+        if not delete_document(document=document):
+            raise NotFound("No Document matches the given query.")  # deleted by another request meanwhile
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,7 +1,8 @@
 """Ingestion: documents from files, the demo corpus or the API, chunked, embedded and stored.
 
 Unchanged documents (same SHA-256) are skipped, changed ones replaced in one transaction, and a
-bad one is reported with its reason and leaves nothing behind.
+bad one is reported with its reason and leaves nothing behind (a new collection is created with its
+first document, not before).
 """
 
 from __future__ import annotations
@@ -82,16 +83,17 @@ class _Pending:
     sha256: str
     title: str
     chunks: list[tuple[str, str]]  # (heading path, text)
-    existing_id: int | None
     sentences: list[list[str]] = field(default_factory=list)  # per chunk, embedded one by one too
 
 
-def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
+def _prepare(item: SourceItem, collection: Collection | None) -> _Pending | FileResult:
     sha256 = hashlib.sha256(item.data).hexdigest()
     existing = (
         Document.objects.filter(collection=collection, file_root=item.root, source=item.source)
         .values("id", "sha256", "pipeline")
         .first()
+        if collection is not None
+        else None
     )
     if existing and existing["sha256"] == sha256 and existing["pipeline"] == PIPELINE_VERSION:
         return FileResult(source=item.source, status=FileStatus.UNCHANGED, document_id=existing["id"])
@@ -108,7 +110,7 @@ def _prepare(item: SourceItem, collection: Collection) -> _Pending | FileResult:
     if not chunks:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
     sentences = [answer_sentences(text) for _, text in chunks]
-    return _Pending(item, sha256, parsed.title, chunks, existing["id"] if existing else None, sentences)
+    return _Pending(item, sha256, parsed.title, chunks, sentences)
 
 
 def _batch_plan(texts: list[str], embedder: Embedder, arrange: bool) -> tuple[list[str], list[int], list[int]]:
@@ -134,34 +136,64 @@ def embedding_input(heading: str, chunk: str) -> str:
     return f"{heading}\n\n{chunk}"
 
 
+def _locked_document(collection: Collection, item: SourceItem) -> Document | None:
+    return (
+        Document.objects.select_for_update()
+        .filter(collection=collection, file_root=item.root, source=item.source)
+        .first()
+    )
+
+
+def _claim(pending: _Pending, collection: Collection) -> tuple[Document, FileStatus]:
+    """The document row ``pending`` is written to, locked: a new one, or the one it replaces.
+
+    Found here rather than when the document was read: another writer (a second request with the
+    same source, a worker) may have created, replaced or deleted it since. The last writer's text
+    stands, as if they had come one after the other; the same bytes stored meanwhile are UNCHANGED.
+    """
+    item = pending.item
+    document = _locked_document(collection, item)
+    if document is None:
+        try:
+            with transaction.atomic():
+                document = Document.objects.create(
+                    collection=collection,
+                    source=item.source,
+                    file_root=item.root,
+                    title=pending.title,
+                    sha256=pending.sha256,
+                    media_type=item.media_type,
+                    size_bytes=len(item.data),
+                    pipeline=PIPELINE_VERSION,
+                )
+            return document, FileStatus.NEW
+        except IntegrityError:
+            document = _locked_document(collection, item)  # created by another writer meanwhile
+            if document is None:
+                raise
+    if document.sha256 == pending.sha256 and document.pipeline == PIPELINE_VERSION:
+        return document, FileStatus.UNCHANGED
+    document.chunks.all().delete()
+    document.title = pending.title
+    document.sha256 = pending.sha256
+    document.media_type = item.media_type
+    document.size_bytes = len(item.data)
+    document.pipeline = PIPELINE_VERSION
+    document.save()
+    return document, FileStatus.UPDATED
+
+
 def _write(
-    pending: _Pending, vectors: np.ndarray, sentence_vectors: np.ndarray, model_name: str, collection: Collection
+    pending: _Pending, vectors: np.ndarray, sentence_vectors: np.ndarray, model_name: str, collection_name: str
 ) -> FileResult:
-    """Write one document and its chunks in one transaction: all of it or none of it."""
+    """Write one document and its chunks in one transaction: all of it or none of it (the
+    collection too, when this is its first document)."""
     item = pending.item
     with transaction.atomic():
-        if pending.existing_id is not None:
-            document = Document.objects.select_for_update().get(pk=pending.existing_id)
-            document.chunks.all().delete()
-            document.title = pending.title
-            document.sha256 = pending.sha256
-            document.media_type = item.media_type
-            document.size_bytes = len(item.data)
-            document.pipeline = PIPELINE_VERSION
-            document.save()
-            status = FileStatus.UPDATED
-        else:
-            document = Document.objects.create(
-                collection=collection,
-                source=item.source,
-                file_root=item.root,
-                title=pending.title,
-                sha256=pending.sha256,
-                media_type=item.media_type,
-                size_bytes=len(item.data),
-                pipeline=PIPELINE_VERSION,
-            )
-            status = FileStatus.NEW
+        collection = get_collection(collection_name, create=True)
+        document, status = _claim(pending, collection)
+        if status == FileStatus.UNCHANGED:
+            return FileResult(item.source, status, document_id=document.pk)
         chunks = Chunk.objects.bulk_create(
             Chunk(
                 collection=collection,
@@ -212,7 +244,7 @@ def ingest_items(
     """
     started = time.perf_counter()
     report = IngestReport()
-    collection = get_collection(collection_name, create=True)
+    collection = Collection.objects.filter(name=collection_name).first()  # created with its first document
     embedder = embedder or get_embedder()
     # Chunk texts embedded before (an unchanged paragraph of an edited file, the same file in
     # another collection) come from the embedding cache instead of the model.
@@ -277,7 +309,7 @@ def ingest_items(
             sentence_part = vectors[sentence_offset : sentence_offset + count]
             sentence_offset += count
             try:
-                record(_write(p, part, sentence_part, embedder.name, collection))
+                record(_write(p, part, sentence_part, embedder.name, collection_name))
             except IntegrityError as exc:
                 record(FileResult(p.item.source, FileStatus.FAILED, reason=f"database refused it: {exc}"))
         pending.clear()
@@ -340,8 +372,10 @@ def ingest_document(
     return result
 
 
-def delete_document(*, document: Document) -> None:
+def delete_document(*, document: Document) -> bool:
+    """Delete a document and its chunks; False when it was gone already (deleted by another request)."""
     with transaction.atomic():
-        collection = document.collection
-        document.delete()
-        collection.bump_version()
+        deleted, _ = Document.objects.filter(pk=document.pk).delete()
+        if deleted:
+            document.collection.bump_version()
+    return bool(deleted)

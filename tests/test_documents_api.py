@@ -85,3 +85,32 @@ def test_unknown_document_is_404(key_client):
     response = client.get("/api/documents/999999")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert client.delete("/api/documents/999999").status_code == 404
+
+
+def test_a_refused_document_leaves_no_new_collection_behind(key_client):
+    response = key_client.post(
+        "/api/documents", {"title": "t", "text": "\u0001\u0002", "collection": "ghost"}, content_type="application/json"
+    )
+    assert response.status_code == 400 and "no text found" in str(response.json()["error"]["fields"])
+    assert not Collection.objects.filter(name="ghost").exists()
+    assert key_client.get("/api/documents", {"collection": "ghost"}).status_code == 404
+
+
+def test_a_document_deleted_by_another_request_meanwhile_is_404_not_deleted_twice(key_client):
+    from rag.ingestion import delete_document
+
+    memo = {"title": "Memo", "text": "Lunch is at noon.", "collection": "memos"}
+    doc_id = key_client.post("/api/documents", memo, content_type="application/json").json()["document"]["id"]
+    document = Document.objects.get(pk=doc_id)
+    version = Collection.objects.get(name="memos").corpus_version
+    assert delete_document(document=document) is True
+    assert delete_document(document=document) is False  # the second of two requests that both found it
+    assert Collection.objects.get(name="memos").corpus_version == version + 1
+    assert key_client.delete(f"/api/documents/{doc_id}").status_code == 404
+
+
+@pytest.mark.parametrize("name", ["\x00", "abc\x00def", "a b", "x" * 65])
+def test_a_collection_parameter_that_cannot_name_one_is_400(key_client, name):
+    response = key_client.get("/api/documents", {"collection": name})
+    assert response.status_code == 400
+    assert "collection" in response.json()["error"]["fields"]

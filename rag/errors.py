@@ -90,6 +90,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def json_400(request, exception=None):
+    """JSON for API paths (a Host header not allowed, too many fields), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("bad_request", str(exception or "") or "Bad request."), status=400)
+    return defaults.bad_request(request, exception)
+
+
 def json_404(request, exception=None):
     """JSON for API paths, Django's page elsewhere."""
     if request.path.startswith("/api/"):

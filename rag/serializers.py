@@ -18,6 +18,8 @@ class CollectionNamesField(serializers.ListField):
     child = serializers.CharField(max_length=64)
 
     def to_internal_value(self, data: object) -> list[str]:
+        if isinstance(data, list) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)  # before duplicates are dropped, and cheaply
         names = super().to_internal_value(data)
         if EVERY in names:
             if len(names) > 1:

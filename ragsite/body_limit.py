@@ -1,7 +1,8 @@
 """Refuse a request body over its limit from the Content-Length, before reading any of it.
 
 Bodies are limited to ``RAGSITE_MAX_BODY_BYTES``; only a multipart upload to /api/documents gets
-``RAGSITE_MAX_UPLOAD_BYTES`` for its file. The refusal is a 413 in the API's one error shape.
+``RAGSITE_MAX_UPLOAD_BYTES`` for its file. The refusal is a 413 in the API's one error shape; a
+Content-Length that is not a number is a 400.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ class BodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0  # Django reads nothing of a body whose length it cannot parse
+        header = request.META.get("CONTENT_LENGTH") or "0"
+        if not header.isascii() or not header.isdigit():
+            # Servers in front usually refuse it; runserver passes it on, and code reading it after
+            # this (the metrics middleware) would fail on it.
+            message = f"The Content-Length header is not a number of bytes: {header[:40]!r}."
+            return JsonResponse(error_body("malformed_request", message), status=400)
+        length = int(header)
         limit = body_limit(request)
         if length > limit:
             message = f"The request body is too large: {length} bytes, the limit is {limit}."

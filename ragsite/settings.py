@@ -183,6 +183,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "rag.errors.api_exception_handler",
     "DEFAULT_PARSER_CLASSES": ["rag.parsers.SafeJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # The API answers JSON whatever the query string says: ?format=xml is ignored, not a 404.
+    "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -16,5 +16,6 @@ urlpatterns = [
     path("", include("rag.urls")),
 ]
 
+handler400 = "rag.errors.json_400"
 handler404 = "rag.errors.json_404"
 handler500 = "rag.errors.json_500"

@@ -105,3 +105,29 @@ def test_too_large_upload_is_refused(key_client, settings):
     settings.RAGSITE_MAX_UPLOAD_BYTES = 1024
     response = key_client.post("/api/documents", {"file": SimpleUploadedFile("big.txt", b"word " * 1000)})
     assert "too large" in str(assert_4xx(response, 400)["fields"])
+
+
+@pytest.mark.parametrize("path", ["/api/query", "/health/live", "/"])
+def test_a_content_length_that_is_not_a_number_is_400_json(client, path):
+    response = client.post(path, b'{"question": "yield?"}', content_type="application/json", CONTENT_LENGTH="abc")
+    assert assert_4xx(response, 400)["code"] == "malformed_request"
+
+
+def test_a_malformed_request_to_the_api_is_a_json_400(client):
+    too_many = {f"a{n}": "1" for n in range(1100)}  # over DATA_UPLOAD_MAX_NUMBER_FIELDS
+    assert assert_4xx(client.get("/api/documents", too_many), 400)["code"] == "bad_request"
+    # Refused before any view: Django's own 400, in the API's shape.
+    response = client.get("/api/documents", HTTP_HOST="bad host!")
+    assert assert_4xx(response, 400)["code"] == "bad_request" and response["Content-Type"] == "application/json"
+
+
+def test_a_format_parameter_does_not_change_the_answer(client, demo_corpus):
+    response = client.post("/api/query?format=xml", {"question": "yield?"}, content_type="application/json")
+    assert response.status_code == 200 and response.json()["sources"]
+    assert client.get("/api/documents?format=xml").json()["count"] > 0
+
+
+def test_the_collection_limit_counts_names_as_sent(client):
+    body = {"question": "x", "collections": ["default"] * 51}
+    error = assert_4xx(client.post("/api/query", body, content_type="application/json"), 400)
+    assert "collections" in error["fields"]

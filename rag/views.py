@@ -70,7 +70,9 @@ def _access_refused(request: HttpRequest, *, asking: bool) -> tuple[int, str, di
 
 
 def search(request: HttpRequest) -> HttpResponse:
-    form = SearchForm(request.GET or None)
+    # Other parameters alone (a link picking a collection, a campaign's utm_*) open the empty page.
+    asked = "q" in request.GET
+    form = SearchForm(request.GET if asked else None, initial={"collection": request.GET.getlist("collection")})
     answer = None
     error = None
     sign_in_url = None

@@ -131,3 +131,10 @@ def test_page_and_api_share_one_budget(client, demo_corpus, resilience_config):
     assert [api_ask(client, **address).status_code for _ in range(2)] == [200, 200]
     assert client.get("/", {"q": QUESTION}, **address).status_code == 429
     assert api_ask(client, **address).status_code == 429
+
+
+@pytest.mark.parametrize("params", [{"utm_source": "newsletter"}, {"collection": "default"}])
+def test_a_link_without_a_question_opens_the_empty_page(client, demo_corpus, params):
+    response = client.get("/", params)
+    assert response.status_code == 200
+    assert b"This field is required" not in response.content

@@ -133,8 +133,12 @@ def test_page_and_api_share_one_budget(client, demo_corpus, resilience_config):
     assert api_ask(client, **address).status_code == 429
 
 
-@pytest.mark.parametrize("params", [{"utm_source": "newsletter"}, {"collection": "default"}])
+@pytest.mark.parametrize("params", [{"utm_source": "newsletter"}, {"collection": "hr"}])
 def test_a_link_without_a_question_opens_the_empty_page(client, demo_corpus, params):
+    from rag.models import Collection
+
+    Collection.objects.create(name="hr")  # two collections: the page offers the choice
     response = client.get("/", params)
     assert response.status_code == 200
     assert b"This field is required" not in response.content
+    assert (b'value="hr" checked' in response.content) == ("collection" in params)  # the link's pick is kept

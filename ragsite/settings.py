@@ -62,6 +62,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "ragsite.request_id.RequestIdMiddleware",
     "ragsite.body_limit.BodyLimitMiddleware",  # before anything that could read the body
+    "ragsite.admin_guard.AdminGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

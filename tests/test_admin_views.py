@@ -310,3 +310,23 @@ def test_the_overview_draws_the_last_hour_without_scripts_from_elsewhere(admin_c
     assert 'class="state-open">1<' in page  # the chat breaker of this process
     assert "ollama/all-minilm" in page
     assert 'src="http' not in page and "cdn" not in page.lower()
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/admin/rag/collection/?visibility__exact=%00",
+        "/admin/rag/job/?status__exact=a%00b",
+        "/admin/rag/querylog/?created_at__year=99999999999999999999999",
+        "/admin/rag/feedback/?created_at__month=x",
+    ],
+)
+def test_a_filter_value_no_column_can_hold_is_a_400_not_a_500(admin_client, page):
+    response = admin_client.get(page)
+    assert response.status_code == 400
+    assert b"NUL" in response.content or b"four digits" in response.content
+
+
+def test_filters_that_make_sense_still_work(admin_client):
+    assert admin_client.get("/admin/rag/querylog/?created_at__year=2026&created_at__month=11").status_code == 200
+    assert admin_client.get("/admin/rag/job/?status__exact=failed").status_code == 200

@@ -50,7 +50,7 @@ class CacheOutcome(models.TextChoices):
 
 
 collection_name_validator = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z",
     "Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 )
 

@@ -9,6 +9,8 @@ answered as unknown.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -85,5 +87,21 @@ def export_feedback(path: Path, *, collection: str | None = None) -> tuple[int, 
         else:
             lines[key] = line.as_line()
     unjudged -= set(lines)
-    path.write_text("".join(f"{line}\n" for line in lines.values()), encoding="utf-8")
+    write_whole("".join(f"{line}\n" for line in lines.values()), path)
     return len(lines), len(unjudged)
+
+
+def write_whole(text: str, path: Path) -> None:
+    """Write ``text`` beside ``path``, then move it over ``path`` in one step: a failure part way
+    leaves the old file as it was. The file gets the permissions a plain new file would."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)

@@ -7,6 +7,7 @@ read, a failed ``FileResult`` with its reason; rag.ingestion chunks, embeds and 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,31 +50,87 @@ class FileResult:
     retryable: bool = False
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that are not UTF-8 shown as U+FFFD: safe to print and store."""
+    if is_utf8(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` is real text (a file name's undecodable bytes arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unusable(exc: OSError, what: str = "") -> str:
+    reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc)).lower()
+    return f"{what}{reason}"
+
+
+def _walk(root: Path) -> list[tuple[Path, Path] | tuple[Path, str]]:
+    """The supported files under ``root`` (hidden ones and hidden folders left out), in path order,
+    with the folders and files that could not be looked at and why."""
+    found: list[tuple[Path, Path] | tuple[Path, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        found.append((Path(exc.filename or root), _unusable(exc, "cannot read folder: ")))
+
+    # Unlike Path.rglob, os.walk tells us about a folder it cannot list instead of skipping it.
+    for folder, folders, names in os.walk(root, onerror=unreadable):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in names:
+            child = Path(folder) / name
+            if name.startswith(".") or child.suffix.lower() not in MEDIA_TYPES:
+                continue
+            try:
+                if child.is_file():
+                    found.append((root, child))
+            except OSError as exc:
+                found.append((child, _unusable(exc, "cannot read: ")))
+    return sorted(found, key=lambda pair: pair[1] if isinstance(pair[1], Path) else pair[0])
+
+
 def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tuple[Path, str]]:
     """(root, file) for the files under the given paths (recursively), or (path, reason) for a path
     that is unusable. A folder given is the root of the files found in it; a file's root is its folder.
     """
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_dir():
-            root = path.resolve()
-            for child in sorted(p for p in root.rglob("*") if p.is_file()):
-                relative = child.relative_to(root)
-                if child.suffix.lower() in MEDIA_TYPES and not any(part.startswith(".") for part in relative.parts):
-                    yield root, child
-        elif path.is_file():
-            yield path.resolve().parent, path.resolve()
-        else:
-            yield (path, "no such file or directory")
+        if not str(raw).strip():  # Path("") is the current folder: never what was meant
+            yield (path, "empty path")
+            continue
+        try:
+            if path.is_dir():
+                yield from _walk(path.resolve())
+            elif path.is_file():
+                yield path.resolve().parent, path.resolve()
+            elif path.exists():
+                yield (path, "not a file or folder")
+            else:
+                yield (path, "no such file or directory")
+        except OSError as exc:
+            yield (path, _unusable(exc, "cannot read: "))
 
 
 def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]:
     """Files as documents: each named by its path relative to the folder it was found in."""
     for root, entry in iter_files(paths):
         if isinstance(entry, str):
-            yield FileResult(source=str(root), status=FileStatus.FAILED, reason=entry)
+            yield FileResult(source=printable(str(root)), status=FileStatus.FAILED, reason=entry)
             continue
         source = entry.relative_to(root).as_posix()
+        if not (is_utf8(source) and is_utf8(str(root))):
+            # Such a name cannot be stored, shown or looked up as text: fail the file, not the run.
+            what = "file" if not is_utf8(source) else "folder"
+            yield FileResult(printable(str(entry)), FileStatus.FAILED, reason=f"{what} name is not UTF-8")
+            continue
         try:
             media_type = media_type_for(entry)
             data = entry.read_bytes()
@@ -81,7 +138,7 @@ def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]
             yield FileResult(source=str(entry), status=FileStatus.FAILED, reason=str(exc))
             continue
         except OSError as exc:
-            yield FileResult(source=str(entry), status=FileStatus.FAILED, reason=f"cannot read: {exc.strerror or exc}")
+            yield FileResult(source=str(entry), status=FileStatus.FAILED, reason=_unusable(exc, "cannot read: "))
             continue
         yield SourceItem(source=source, data=data, media_type=media_type, fallback_title=entry.stem, root=str(root))
 

@@ -102,6 +102,22 @@ def test_a_set_it_cannot_calibrate_from_is_refused_with_the_reason(facilities, t
         calibrate("--set", write_set(tmp_path, rows), *args)
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"question": "Why?\\u0000", "expected": []', "'question' holds a NUL character"),
+        ('{"question": "\\ud800", "expected": []', "'question' holds a lone surrogate"),
+        ('{"question": "' + "x" * 2001 + '", "expected": []', "'question' is longer than 2000 characters"),
+        ("[" * 100_000, r"not JSON \(nested too deeply\)"),
+    ],
+)
+def test_a_question_that_cannot_be_asked_is_refused_with_its_line(db, tmp_path, line, message):
+    path = tmp_path / "tune.jsonl"
+    path.write_text(json.dumps(SET[0]) + "\n" + line + ', "answerable": false}\n', encoding="utf-8")
+    with pytest.raises(CommandError, match=f"tune.jsonl line 2: {message}"):
+        calibrate("--set", str(path))
+
+
 def test_an_unknown_collection_is_refused(db, tmp_path):
     with pytest.raises(CommandError, match="No collection named 'nowhere'"):
         call_command("calibrate", "--set", write_set(tmp_path, SET), "--collection", "nowhere", stdout=StringIO())

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from rag.evaluation import first_relevant_rank, summarise
-from rag.models import EvalRun
+from rag.models import EvalRun, Feedback, QueryLog
 from tests.fixtures_golden import COLLECTION, write_set
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +97,12 @@ def test_declining_precision_and_recall_count_each_way_of_being_wrong():
         ('{"question": "Where?"}\n', "line 1: an answerable question needs 'expected'"),
         ('{"question": "Where?", "expected": [], "answerable": "no"}\n', "'answerable' must be true or false"),
         ("\n# nothing\n", "holds no questions"),
+        ('{"question": "Where?\\u0000", "expected": ["x"]}\n', "line 1: 'question' holds a NUL character"),
+        ('{"question": "Where?\\ud800", "expected": ["x"]}\n', "line 1: 'question' holds a lone surrogate"),
+        ('{"question": "' + "why " * 501 + '", "expected": ["x"]}\n', "line 1: 'question' is longer than 2000"),
+        ('{"question": "Where?", "expected": ["x\\u0000"]}\n', "line 1: 'expected' holds a NUL character"),
+        ('{"question": "Where?", "expected": ["x"], "answer_contains": ["\\udfff"]}\n', "'answer_contains' holds a"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", r"line 1: not JSON \(nested too deeply\)"),
     ],
 )
 def test_a_bad_golden_set_is_refused_with_its_line(facilities, tmp_path, content, message):
@@ -138,3 +144,53 @@ def test_the_last_runs_figures_are_prometheus_gauges(client, facilities, tmp_pat
     assert 'ragsite_eval_hit_ratio{k="5",set="facilities"} 0.6667' in text
     assert 'ragsite_eval_mrr{set="facilities"} 0.6667' in text
     assert 'ragsite_eval_latency_seconds{quantile="0.95",set="facilities"}' in text
+
+
+def test_compare_takes_only_a_run_id_or_previous(facilities, tmp_path):
+    for bad in ("²", "99999999999999999999", "1.5"):
+        with pytest.raises(CommandError, match="--compare takes a run id or 'previous'"):
+            evaluate("--set", write_set(tmp_path, KNOWN), "--compare", bad)
+    assert not EvalRun.objects.exists()
+
+
+@pytest.fixture
+def judged_feedback(db):
+    log = QueryLog.objects.create(
+        question="Where is the boiler room?", question_hash="h", collection=COLLECTION, cache="miss", latency_ms=1.0
+    )
+    Feedback.objects.create(query=log, rating=Feedback.Rating.DOWN, expected_source="facility:boilers")
+
+
+def export(path, *args: str) -> str:
+    return call_command("evaluate", "--export-feedback", str(path), *args, stdout=StringIO())
+
+
+def test_export_feedback_never_overwrites_a_file_unless_forced(judged_feedback, tmp_path):
+    path = tmp_path / "feedback.jsonl"
+    path.write_text("my own golden set\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=r"feedback\.jsonl already exists: give --force to replace it"):
+        export(path)
+    assert path.read_text(encoding="utf-8") == "my own golden set\n"
+
+    assert "Wrote 1 golden-set line(s)" in export(path, "--force")
+    assert json.loads(path.read_text(encoding="utf-8"))["expected"] == ["facility:boilers"]
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback.jsonl"]
+
+
+def test_export_feedback_refuses_an_unknown_collection(judged_feedback, tmp_path):
+    with pytest.raises(CommandError, match="No collection named 'nosuch'"):
+        export(tmp_path / "feedback.jsonl", "--collection", "nosuch")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_that_fails_half_way_leaves_the_old_file(judged_feedback, tmp_path, monkeypatch):
+    def disk_full(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("rag.feedback.os.replace", disk_full)
+    path = tmp_path / "feedback.jsonl"
+    path.write_text("the old lines\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=r"Cannot write .*feedback\.jsonl: No space left on device"):
+        export(path, "--force")
+    assert path.read_text(encoding="utf-8") == "the old lines\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["feedback.jsonl"]

@@ -133,7 +133,7 @@ def test_judged_thumbs_down_questions_export_as_golden_lines(client, corpus, tmp
     ]
     other.not_answerable = True
     other.save()
-    call_command("evaluate", "--export-feedback", str(path), stdout=StringIO())
+    call_command("evaluate", "--export-feedback", str(path), "--force", stdout=StringIO())  # replaces the first
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert {"question": "Is parking free?", "expected": [], "kind": "feedback", "answerable": False} in lines
 

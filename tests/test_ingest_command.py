@@ -1,9 +1,11 @@
+import os
+import stat
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from rag.models import Chunk, Collection, Document
+from rag.models import Chunk, Collection, Document, Job, JobStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -112,10 +114,12 @@ def test_no_paths_is_a_usage_error():
         ingest()
 
 
-def test_invalid_collection_name_is_refused(write_files):
+@pytest.mark.parametrize("name", ["bad name!", "hr\n"])
+def test_invalid_collection_name_is_refused(write_files, name):
     root = write_files({"a.txt": "Some text here."})
     with pytest.raises(CommandError, match="Invalid collection name"):
-        ingest(str(root), "--collection", "bad name!")
+        ingest(str(root), "--collection", name)
+    assert not Collection.objects.filter(name=name).exists()
 
 
 def test_if_empty_skips_a_collection_with_documents(write_files):
@@ -165,3 +169,98 @@ def test_a_collection_ingested_as_restricted_is_never_public(write_files, client
     client.force_login(member)
     answer = client.post("/api/query", body, content_type="application/json").json()
     assert "Tuesday" in answer["answer"]
+
+
+def write_badly_named_file(folder) -> None:
+    """A file whose name is not UTF-8 (any bytes but / and NUL make a name on Linux)."""
+    with open(os.fsencode(folder) + b"/bad\xffname.txt", "wb") as f:
+        f.write(b"A file with a name no one can print.\n")
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone(write_files):
+    root = write_files({"good.txt": "Gardening and tomatoes.", "sub/more.md": "# More\n\nAbout roses."})
+    write_badly_named_file(root)
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"1 file\(s\) failed.*2 new, 0 updated, 0 unchanged, 1 failed"):
+        call_command("ingest", str(root), "--collection", "names", "--no-progress", stdout=StringIO(), stderr=err)
+    assert f"FAILED {root}/bad\ufffdname.txt: file name is not UTF-8" in err.getvalue()
+    assert sorted(Document.objects.filter(collection__name="names").values_list("source", flat=True)) == [
+        "good.txt",
+        "sub/more.md",
+    ]
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_in_the_background(write_files):
+    root = write_files({"good.txt": "Gardening and tomatoes."})
+    write_badly_named_file(root)
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"1 file\(s\) could not be queued.*queued 1 file\(s\)"):
+        call_command("ingest", str(root), "--background", "--collection", "names", stdout=StringIO(), stderr=err)
+    assert "bad\ufffdname.txt: file name is not UTF-8" in err.getvalue()
+    failed = Job.objects.get(status=JobStatus.FAILED)
+    assert failed.source.endswith("bad\ufffdname.txt") and failed.reason == "file name is not UTF-8"
+    assert Job.objects.get(status=JobStatus.QUEUED).source == "good.txt"
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(write_files, monkeypatch):
+    monkeypatch.chdir(write_files({"here.txt": "A file in the current folder."}))
+    with pytest.raises(CommandError, match="An empty PATH names no file or folder"):
+        ingest("", "--collection", "here")
+    assert not Collection.objects.filter(name="here").exists()
+
+
+@pytest.fixture
+def unreadable(monkeypatch):
+    """Make folders unreadable (mode 000). Root reads them whatever their mode, so for root the
+    refusal the kernel would give anyone else is played by os.scandir."""
+
+    def make(*folders) -> None:
+        for folder in folders:
+            folder.chmod(0)
+        if os.geteuid() == 0:
+            real = os.scandir
+
+            def scandir(path="."):
+                if not stat.S_IMODE(os.stat(path).st_mode) & 0o444:
+                    raise PermissionError(13, "Permission denied", os.fsdecode(path))
+                return real(path)
+
+            monkeypatch.setattr(os, "scandir", scandir)
+
+    yield make
+
+
+def test_unreadable_folders_are_failures_not_empty(write_files, tmp_path, unreadable):
+    root = write_files({"good.txt": "Gardening and tomatoes.", "locked/secret.txt": "Hidden away."})
+    closed = tmp_path.parent / f"{tmp_path.name}-closed"
+    closed.mkdir()
+    (closed / "inside.txt").write_text("Never read.", encoding="utf-8")
+    unreadable(root / "locked", closed)
+    err = StringIO()
+    try:
+        with pytest.raises(CommandError, match=r"2 file\(s\) failed.*1 new, 0 updated, 0 unchanged, 2 failed"):
+            args = [str(root), str(closed), "--collection", "locked", "--no-progress"]
+            call_command("ingest", *args, stdout=StringIO(), stderr=err)
+    finally:
+        (root / "locked").chmod(0o755)
+        closed.chmod(0o755)
+    assert f"FAILED {root}/locked: cannot read folder: permission denied" in err.getvalue()
+    assert f"FAILED {closed}: cannot read folder: permission denied" in err.getvalue()
+    assert list(Document.objects.filter(collection__name="locked").values_list("source", flat=True)) == ["good.txt"]
+
+
+def test_a_restricted_ingest_that_cannot_read_its_paths_leaves_the_collection_as_it_was(write_files, tmp_path):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="g1")
+    ingest(str(write_files({"guide.md": GUIDE})), "--collection", "c1")
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"1 path\(s\) cannot be read: nothing was ingested and collection 'c1'"):
+        args = [str(tmp_path / "guide.md"), str(tmp_path / "nonexistent.txt"), "--collection", "c1"]
+        call_command("ingest", *args, "--restricted-to", "g1", "--no-progress", stdout=StringIO(), stderr=err)
+    assert "nonexistent.txt: no such file or directory" in err.getvalue()
+    collection = Collection.objects.get(name="c1")
+    assert collection.visibility == "public" and not collection.groups.exists()
+    # Nor does --if-empty restrict a collection it leaves alone.
+    assert "nothing to do" in ingest(str(tmp_path), "--collection", "c1", "--if-empty", "--restricted-to", "g1")
+    assert Collection.objects.get(name="c1").visibility == "public"

@@ -11,7 +11,7 @@ from django.db import connection
 
 from rag.ingestion import embedding_input
 from rag.management.commands import reembed
-from rag.models import Chunk, Collection
+from rag.models import Chunk, Collection, Job
 from rag.retrieval import vector_search
 from resilience.errors import OllamaUnavailable
 
@@ -117,12 +117,16 @@ def test_backend_and_model_can_be_named_to_convert_before_switching(hr):
         (["--collection", "hr", "--all"], "Give --collection NAME"),
         (["--collection", "nope"], "No such collection: nope"),
         (["--all", "--backend", "local", "--model", "bge-small"], "The local backend only has all-MiniLM-L6-v2"),
-        (["--all", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--all", "--batch-size", "0"], "--batch-size must be between 1 and 4096"),
+        (["--collection", "hr", "--batch-size", "99999999999999999999"], "--batch-size must be between 1 and 4096"),
+        (["--all", "--batch-size", "99999999999999999999", "--background"], "--batch-size must be between 1 and 4096"),
+        (["--all", "--backend", "ollama", "--model", "m" * 300, "--background"], "Model name too long"),
     ],
 )
 def test_bad_arguments_are_refused(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("reembed", *args, stdout=StringIO())
+    assert not Job.objects.exists(), "nothing is queued for a worker to retry"
 
 
 def test_a_model_without_a_vector_index_gets_it_once_its_vectors_are_written(hr, fake_ollama):

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from rag.answers import answer_question
 from rag.ingestion import ingest_items
-from rag.models import CachedAnswer, Collection, QueryLog
+from rag.models import CachedAnswer, Collection, Job, QueryLog
 from rag.sources import SourceItem
 from rag.visibility import OPERATOR
 
@@ -95,18 +95,28 @@ def test_failures_are_reported_and_exit_non_zero(corpus, tmp_path, fake_ollama, 
     ("args", "message"),
     [
         ([], "one of the arguments --file --top is required"),
-        (["--top", "0"], "--top must be at least 1"),
-        (["--top", "3", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--top", "0"], "--top must be between 1 and 100000"),
+        (["--top", "99999999999999999999999"], "--top must be between 1 and 100000"),
+        (["--top", "99999999999999999999999", "--background"], "--top must be between 1 and 100000"),
+        (["--top", "3", "--concurrency", "0"], "--concurrency must be between 1 and 32"),
+        (["--top", "3", "--concurrency", "100000"], "--concurrency must be between 1 and 32"),
         (["--file", "/no/such/queries.txt"], "Cannot read /no/such/queries.txt"),
         (["--file", "QUERIES", "--collection", "nope"], "No collection named 'nope'"),
+        (["--top", "2", "--collection", "nosuch"], "No collection named 'nosuch'"),
+        (["--top", "2", "--collection", "nosuch", "--background"], "No collection named 'nosuch'"),
+        (["--file", "NUL"], "queries.txt line 2: holds a NUL character"),
+        (["--file", "LONG", "--background"], "queries.txt line 2: longer than 2000 characters"),
     ],
 )
 def test_bad_input_is_a_command_error(db, tmp_path, args, message):
     queries = tmp_path / "queries.txt"
-    queries.write_text("What is a lambda?\n", encoding="utf-8")
-    args = [str(queries) if a == "QUERIES" else a for a in args]
+    second = "What is\x00 a generator?" if "NUL" in args else "why " * 600 if "LONG" in args else ""
+    queries.write_text(f"What is a lambda?\n{second}\n", encoding="utf-8")
+    Collection.objects.get_or_create(name="default")
+    args = [str(queries) if a in ("QUERIES", "NUL", "LONG") else a for a in args]
     with pytest.raises(CommandError, match=message):
         call_command("warm_cache", *args, stdout=StringIO(), stderr=StringIO())
+    assert not Job.objects.exists()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 SHIPPED = Path(__file__).resolve().parent
 
 
@@ -56,11 +58,25 @@ def resolve(name_or_path: str) -> Path:
     )
 
 
+def _text_problem(text: str) -> str:
+    """Why ``text`` cannot be asked or stored (Postgres takes no NUL, nor a lone surrogate), or ''."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (not text)"
+    return ""
+
+
 def _strings(value: Any, name: str, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise GoldenSetError(f"{where}: {name!r} must be a list of non-empty strings.")
+    for v in value:
+        if problem := _text_problem(v):
+            raise GoldenSetError(f"{where}: {name!r} {problem}.")
     return tuple(v.strip() for v in value)
 
 
@@ -69,11 +85,18 @@ def parse_line(line: str, where: str) -> GoldenQuestion:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise GoldenSetError(f"{where}: not JSON ({exc.msg}).") from None
+    except RecursionError:
+        raise GoldenSetError(f"{where}: not JSON (nested too deeply).") from None
     if not isinstance(row, dict):
         raise GoldenSetError(f"{where}: each line must be a JSON object.")
     question = row.pop("question", None)
     if not isinstance(question, str) or not question.strip():
         raise GoldenSetError(f"{where}: 'question' must be a non-empty string.")
+    if problem := _text_problem(question):
+        raise GoldenSetError(f"{where}: 'question' {problem}.")
+    limit = settings.RAGSITE_MAX_QUESTION_CHARS
+    if len(question.strip()) > limit:
+        raise GoldenSetError(f"{where}: 'question' is longer than {limit} characters ({len(question.strip())}).")
     answerable = row.pop("answerable", True)
     if not isinstance(answerable, bool):
         raise GoldenSetError(f"{where}: 'answerable' must be true or false.")
@@ -83,6 +106,8 @@ def parse_line(line: str, where: str) -> GoldenQuestion:
     kind = row.pop("kind", "")
     if not isinstance(kind, str):
         raise GoldenSetError(f"{where}: 'kind' must be a string.")
+    if problem := _text_problem(kind):
+        raise GoldenSetError(f"{where}: 'kind' {problem}.")
     return GoldenQuestion(
         question=question.strip(),
         expected=expected,

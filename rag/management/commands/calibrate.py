@@ -3,16 +3,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from rag import calibration, declining
 from rag.embeddings import get_embedder
+from rag.management.base import RagCommand
 from rag.management.golden_options import add_golden_set_options, load_golden_set
 from rag.management.progress import Progress
 from resilience.errors import OllamaError
 
 
-class Command(BaseCommand):
+class Command(RagCommand):
     help = (
         "Choose the relevance floors below which answers say the documents do not cover a question, from a "
         "golden set with answerable and unanswerable questions (use the tuning half, never the set you report). "

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from rag import evaluation, feedback
+from rag.management.base import RagCommand
 from rag.management.golden_options import add_golden_set_options, load_golden_set
 from rag.management.progress import Progress
-from rag.models import EvalRun
+from rag.models import Collection, EvalRun
+from rag.sources import printable
+
+# A run id: ASCII digits ("²".isdigit() is true too), few enough for a bigint.
+RUN_ID = re.compile(r"[0-9]{1,18}")
 
 
-class Command(BaseCommand):
+class Command(RagCommand):
     help = (
         "Ask a golden set's questions through the answer service (no answer cache) and report hit@1, hit@5, "
         "MRR, nDCG@10, how well unanswerable questions are declined, and latency: per question, overall, and "
@@ -34,6 +40,9 @@ class Command(BaseCommand):
             help="Instead of evaluating: write the thumbs-down questions an operator has judged in the admin "
             "(expected source, or not answerable) as golden-set lines to PATH (limited to --collection if given).",
         )
+        parser.add_argument(
+            "--force", action="store_true", help="With --export-feedback: replace PATH if it already exists."
+        )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar, even on a terminal.")
 
     def handle(
@@ -45,10 +54,13 @@ class Command(BaseCommand):
         label: str,
         compare: str | None,
         export_feedback: Path | None,
+        force: bool,
         **options: Any,
     ) -> str:
         if export_feedback is not None:
-            return self._export(export_feedback, collection)
+            return self._export(export_feedback, collection, force=force)
+        if force:
+            raise CommandError("--force goes with --export-feedback.")
         collection = collection or "default"
         set_name, questions = load_golden_set(golden_set, collection, k)
         baseline = self._baseline(compare, set_name, collection)
@@ -72,7 +84,11 @@ class Command(BaseCommand):
         line = {"run": result.run.pk, "set": set_name, "collection": collection, "k": k, **result.summary}
         return json.dumps(line)
 
-    def _export(self, path: Path, collection: str | None) -> str:
+    def _export(self, path: Path, collection: str | None, *, force: bool) -> str:
+        if collection and not Collection.objects.filter(name=collection).exists():
+            raise CommandError(f"No collection named {collection!r}.")
+        if path.exists() and not force:
+            raise CommandError(f"{path} already exists: give --force to replace it.")
         try:
             written, unjudged = feedback.export_feedback(path, collection=collection)
         except OSError as exc:
@@ -82,7 +98,7 @@ class Command(BaseCommand):
             if unjudged
             else ""
         )
-        return f"Wrote {written} golden-set line(s) to {path}{note}."
+        return f"Wrote {written} golden-set line(s) to {printable(str(path))}{note}."
 
     def _baseline(self, compare: str | None, set_name: str, collection: str) -> EvalRun | None:
         if compare is None:
@@ -93,7 +109,7 @@ class Command(BaseCommand):
             if run is None:
                 raise CommandError(f"No earlier run of {set_name!r} on {collection!r} to compare with.")
             return run
-        if not compare.isdigit():
+        if not RUN_ID.fullmatch(compare):
             raise CommandError("--compare takes a run id or 'previous'.")
         run = EvalRun.objects.filter(pk=int(compare)).first()
         if run is None:

@@ -1,21 +1,24 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from rag import jobs
 from rag.collections import restrict_collection
 from rag.ingestion import IngestReport, ingest_items
+from rag.management.base import RagCommand
 from rag.management.progress import Progress
 from rag.models import Collection, JobStatus, collection_name_validator
 from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
 
 
-class Command(BaseCommand):
+class Command(RagCommand):
     help = (
         "Ingest .txt, .md, .html and .pdf files (directories recursively) into a collection. "
         "Unchanged files are skipped, changed ones replaced; bad files are reported and skipped."
     )
+
+    raw_options = ("paths",)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="*", help="Files or directories to ingest.")
@@ -54,6 +57,8 @@ class Command(BaseCommand):
     ) -> str:
         if not paths and not demo:
             raise CommandError("Give at least one PATH, or --demo.")
+        if any(not path.strip() for path in paths):
+            raise CommandError("An empty PATH names no file or folder (give . for the current folder).")
         try:
             collection_name_validator(collection)
         except Exception as exc:
@@ -62,14 +67,24 @@ class Command(BaseCommand):
         unknown = sorted(set(restricted_to) - {group.name for group in groups})
         if unknown:
             raise CommandError(f"No group named {', '.join(map(repr, unknown))}: create it in the admin first.")
-        if groups:
-            restrict_collection(name=collection, groups=groups)
         if if_empty and Collection.objects.filter(name=collection, documents__isnull=False).exists():
             return f"Collection {collection!r} already has documents; nothing to do."
 
         items = list(file_items(paths)) if paths else []
         if demo:
             items.extend(demo_items())
+        if groups:
+            # Everything that can be checked is, before the collection changes: a command that
+            # fails on its paths leaves the collection as it was (public stays public).
+            unreadable = [item for item in items if isinstance(item, FileResult)]
+            for result in unreadable:
+                self.stderr.write(f"FAILED {result.source}: {result.reason}")
+            if unreadable:
+                raise CommandError(
+                    f"{len(unreadable)} path(s) cannot be read: nothing was ingested and collection "
+                    f"{collection!r} was left as it was."
+                )
+            restrict_collection(name=collection, groups=groups)
         if options.get("background"):
             return self.queue(items, collection)
         with Progress(self, options, total=len(items), unit="file", desc="ingest") as progress:

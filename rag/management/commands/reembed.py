@@ -1,17 +1,21 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from rag import jobs
 from rag.embeddings import embedder_for
+from rag.management.base import RagCommand
 from rag.management.progress import Progress
-from rag.models import Collection
+from rag.models import Chunk, Collection
 from rag.reembedding import ReembedReport, chunks_to_reembed, reembed_collections
 from resilience import config
 from resilience.errors import OllamaError
 
+# Far above any batch an embedding model takes at once, far below what a SQL LIMIT can hold.
+MAX_BATCH_SIZE = 4096
 
-class Command(BaseCommand):
+
+class Command(RagCommand):
     help = (
         "Re-embed the chunks of collections that another model embedded, with the configured embedding "
         "model (or --backend/--model). Batches are committed one by one: interrupt it any time and run "
@@ -43,10 +47,10 @@ class Command(BaseCommand):
     ) -> str:
         if bool(collection) == all_collections:
             raise CommandError("Give --collection NAME (one or more), or --all.")
+        if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}.")
         if batch_size is None:
             batch_size = config.current().provider.embedding_batch_size
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1.")
         if all_collections:
             collections = list(Collection.objects.all())
         else:
@@ -58,6 +62,8 @@ class Command(BaseCommand):
             embedder = embedder_for(backend, model, batch_size)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        if len(embedder.name) > Chunk._meta.get_field("embedding_model").max_length:
+            raise CommandError(f"Model name too long: {embedder.name[:40]}...")
         if options.get("background"):
             job = jobs.queue_reembed(
                 collections=[c.name for c in collections], backend=backend, model=model, batch_size=batch_size

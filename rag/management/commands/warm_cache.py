@@ -1,18 +1,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import Count, Max, Min
 
 from rag import jobs, warming
+from rag.management.base import RagCommand
 from rag.management.progress import Progress
 from rag.models import Collection, QueryLog
 from resilience import config
 
+# Bounds on what is asked: more questions than a cache would keep, more threads than connections.
+MAX_TOP = 100_000
+MAX_CONCURRENCY = 32
 
-class Command(BaseCommand):
+
+class Command(RagCommand):
     help = (
         "Answer questions ahead of time so that users get cache hits: the questions of a file (one a "
         "line) or the most asked ones from the query log. Questions already cached are left alone, so "
@@ -39,17 +46,17 @@ class Command(BaseCommand):
     def handle(
         self, *args, file: Path | None, top: int | None, collection: list[str] | None, concurrency: int, **options
     ) -> str:
-        if concurrency < 1:
-            raise CommandError("--concurrency must be at least 1.")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise CommandError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}.")
+        if top is not None and not 1 <= top <= MAX_TOP:
+            raise CommandError(f"--top must be between 1 and {MAX_TOP}.")
         if not config.current().cache.enabled:
             raise CommandError("The semantic cache is disabled (RAGSITE_CACHE_ENABLED): nothing to warm.")
         names = tuple(sorted(set(collection or [])))
+        self._check_collections(names)
         questions = self._from_file(file, names or ("default",)) if file is not None else self._from_log(top, names)
         questions = warming.unique(questions)
-        asked = {name for collections, _ in questions for name in collections}
-        missing = sorted(asked - set(Collection.objects.values_list("name", flat=True)))
-        if missing:
-            raise CommandError(f"No collection named {', '.join(map(repr, missing))}.")
+        self._check_collections({name for collections, _ in questions for name in collections})
         if options.get("background"):
             job = jobs.queue_warm_cache(questions=questions, concurrency=concurrency)
             return f"Queued job {job.pk}: warm {len(questions)} question(s)."
@@ -68,6 +75,12 @@ class Command(BaseCommand):
             raise CommandError(f"{counts['failed']} question(s) could not be cached. {summary}")
         return summary
 
+    @staticmethod
+    def _check_collections(names: Iterable[str]) -> None:
+        missing = sorted(set(names) - set(Collection.objects.values_list("name", flat=True)))
+        if missing:
+            raise CommandError(f"No collection named {', '.join(map(repr, missing))}.")
+
     def _from_file(self, path: Path, collections: tuple[str, ...]) -> list[warming.Question]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -75,7 +88,18 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise CommandError(f"{path} is not UTF-8 text.") from None
-        questions = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        limit = settings.RAGSITE_MAX_QUESTION_CHARS
+        questions = []
+        for number, line in enumerate(lines, start=1):
+            question = line.strip()
+            if not question or question.startswith("#"):
+                continue
+            # Refused here as the API would refuse them, not stored in a job that cannot run.
+            if "\x00" in question:
+                raise CommandError(f"{path} line {number}: holds a NUL character.")
+            if len(question) > limit:
+                raise CommandError(f"{path} line {number}: longer than {limit} characters.")
+            questions.append(question)
         if not questions:
             raise CommandError(f"{path} holds no questions.")
         return [(collections, question) for question in questions]
@@ -83,8 +107,6 @@ class Command(BaseCommand):
     def _from_log(self, top: int, collections: tuple[str, ...]) -> list[warming.Question]:
         """The most asked questions, each with the very collections it was asked of (those that
         still exist): a cached answer is keyed by that exact set."""
-        if top < 1:
-            raise CommandError("--top must be at least 1.")
         names = dict(Collection.objects.values_list("pk", "name"))
         log = QueryLog.objects.exclude(collection_ids=[])
         if collections:

@@ -8,10 +8,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ragsite import pgtuning
-from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_list, env_str
+from resilience.env import EnvError, env_bool, env_choice, env_dir, env_float, env_int, env_list, env_log_level, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("RAGSITE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR = env_dir("RAGSITE_VAR_DIR", BASE_DIR / "var")
 
 # SECURITY
 # RAGSITE_ENV=production turns on the checks a public deployment needs (a real secret key).
@@ -238,11 +238,9 @@ RAGSITE_RERANK = env_bool("RAGSITE_RERANK", True)
 # another scale, so it declines nothing until its floors are set here (check them with evaluate).
 RAGSITE_RELEVANCE_FLOORS = {"local/all-MiniLM-L6-v2": (0.44, 0.47)}
 if "RAGSITE_RELEVANCE_FLOOR" in os.environ:  # the operator's floors, for whatever model is in use
+    _floor = env_float("RAGSITE_RELEVANCE_FLOOR", 0.44, minimum=-1.0, maximum=1.0)  # a cosine similarity
     RAGSITE_RELEVANCE_FLOORS = {
-        "*": (
-            env_float("RAGSITE_RELEVANCE_FLOOR", 0.44),
-            env_float("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", env_float("RAGSITE_RELEVANCE_FLOOR", 0.44)),
-        )
+        "*": (_floor, env_float("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", _floor, minimum=-1.0, maximum=1.0))
     }
 RAGSITE_MAX_QUESTION_CHARS = 2000
 RAGSITE_MAX_K = 50
@@ -313,7 +311,7 @@ LOGGING = {
             "filters": ["request_id", "routine_jobs"],
         }
     },
-    "root": {"handlers": ["console"], "level": env_str("RAGSITE_LOG_LEVEL", "INFO").upper()},
+    "root": {"handlers": ["console"], "level": env_log_level("RAGSITE_LOG_LEVEL", "INFO")},
     "loggers": {
         "pgserver": {"level": "WARNING"},
         "sentence_transformers": {"level": "WARNING"},

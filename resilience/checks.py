@@ -23,19 +23,28 @@ def settings_from_environment(app_configs: Any = None, **kwargs: Any) -> list[ch
     problems: list[checks.CheckMessage] = []
     for model in SETTINGS_MODELS:
         row = model(**model.values_from(getattr(env, model.section)))
+        for field, messages in row_errors(row).items():
+            variable = config.env_name(model.config_class, field)
+            problems.append(
+                checks.Error(
+                    f"{variable}: {' '.join(messages)}",
+                    hint="Fix the environment variable, or edit the setting in the admin once migrated.",
+                    id="resilience.E002",
+                )
+            )
+    return problems
+
+
+def row_errors(row: Any) -> dict[str, list[str]]:
+    """What the admin's form would say of the row: its fields' validators (the maxima), then its rules."""
+    errors: dict[str, list[str]] = {}
+    for validate in (lambda: row.clean_fields(exclude=["id", "updated_at"]), row.clean):
         try:
-            row.clean()
+            validate()
         except ValidationError as exc:
             for field, messages in exc.message_dict.items():
-                variable = config.env_name(model.config_class, field)
-                problems.append(
-                    checks.Error(
-                        f"{variable}: {' '.join(messages)}",
-                        hint="Fix the environment variable, or edit the setting in the admin once migrated.",
-                        id="resilience.E002",
-                    )
-                )
-    return problems
+                errors.setdefault(field, []).extend(m for m in messages if m not in errors.get(field, []))
+    return errors
 
 
 def register() -> None:

@@ -13,9 +13,11 @@ process (``resilience.live``), and falls back to the environment while the datab
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
 
@@ -23,6 +25,49 @@ DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_OLLAMA_EMBEDDING_MODEL = "all-minilm"
 DEFAULT_OLLAMA_GENERATION_MODEL = "llama3.2"
+
+# Every numeric field has a largest value (``maxima`` of its section): it fits the field's
+# database column (an integer) and stays operationally sane (no timeout beyond an hour, which
+# would also overflow the socket's clock). The environment is refused beyond it at start-up, the
+# admin's form refuses it, and a stored row beyond it is clamped when read (resilience.models).
+HOUR = 3600
+DAY = 86400
+YEAR = 365 * DAY
+
+# Ollama's keep_alive: 0 unloads at once, -1 keeps the model loaded; a finite duration is at most
+# a day (longer is what -1 is for).
+DURATION = re.compile(r"^(-1|0|\d+|(\d+(\.\d+)?(ms|s|m|h))+)$")
+KEEP_ALIVE_MAX = "24h"
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds of an Ollama duration (30s, 5m, 1h30m, 300 = seconds, -1), None when malformed."""
+    text = text.strip()
+    if not DURATION.match(text):
+        return None
+    if re.fullmatch(r"-?\d+", text):
+        return float(text)
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text))
+
+
+def keep_alive_problem(text: str) -> str | None:
+    """Why ``text`` cannot be Ollama's keep_alive, or None."""
+    seconds = duration_seconds(text)
+    if seconds is None:
+        return "Use a duration such as 30s, 5m, 1h, 0 (unload at once) or -1 (keep loaded)."
+    if seconds > duration_seconds(KEEP_ALIVE_MAX):  # type: ignore[operator]
+        return f"At most {KEEP_ALIVE_MAX}; use -1 to keep the model loaded."
+    return None
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot even be parsed as a URL (an unclosed IPv6 bracket), or None."""
+    try:
+        urlsplit(url)
+    except ValueError as exc:
+        return f"Enter a well-formed URL ({exc})."
+    return None
 
 
 @dataclass(frozen=True)
@@ -37,6 +82,8 @@ class ProviderConfig:
     generation_model: str = DEFAULT_OLLAMA_GENERATION_MODEL
     keep_alive: str = "5m"
     num_ctx: int = 4096
+
+    maxima: ClassVar[dict[str, float]] = {"embedding_batch_size": 4096, "num_ctx": 1_048_576}
 
     @property
     def resolved_embedding_model(self) -> str:
@@ -65,6 +112,15 @@ class BreakerConfig:
     success_threshold: int = 3
     slow_call_seconds: float = 0.0  # 0 turns slow-call counting off
 
+    maxima: ClassVar[dict[str, float]] = {
+        "failure_threshold": 1000,
+        "window_size": 10_000,
+        "recovery_timeout": HOUR,
+        "half_open_max_calls": 1000,
+        "success_threshold": 1000,
+        "slow_call_seconds": HOUR,
+    }
+
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -85,6 +141,20 @@ class PoolConfig:
     retry_budget_min: int = 3
     retry_budget_window: float = 10.0
 
+    maxima: ClassVar[dict[str, float]] = {
+        "pool_connections": 1000,
+        "pool_maxsize": 1000,
+        "connect_timeout": HOUR,
+        "read_timeout": HOUR,
+        "max_retries": 100,
+        "backoff_factor": HOUR,
+        "backoff_jitter": HOUR,
+        "backoff_max": HOUR,
+        "retry_after_max": HOUR,
+        "retry_budget_min": 1000,
+        "retry_budget_window": HOUR,
+    }
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -97,6 +167,13 @@ class CacheConfig:
     serve_stale_seconds: int = 86400
     embedding_max_entries: int = 200_000  # the embedding cache (chunks' and questions' vectors)
 
+    maxima: ClassVar[dict[str, float]] = {
+        "max_entries": 1_000_000,
+        "ttl_seconds": YEAR,
+        "serve_stale_seconds": YEAR,
+        "embedding_max_entries": 100_000_000,
+    }
+
 
 @dataclass(frozen=True)
 class AccessConfig:
@@ -105,6 +182,8 @@ class AccessConfig:
     queries_require_key: bool = False
     ip_rate: str = "120/minute"
     key_rate: str = "1200/minute"
+
+    maxima: ClassVar[dict[str, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -116,6 +195,14 @@ class JobsConfig:
     retry_delay_max_seconds: float = 600.0
     query_log_retention_days: int = 30
     job_retention_days: int = 7
+
+    maxima: ClassVar[dict[str, float]] = {
+        "max_attempts": 1000,
+        "retry_delay_seconds": DAY,
+        "retry_delay_max_seconds": DAY,
+        "query_log_retention_days": 3650,
+        "job_retention_days": 3650,
+    }
 
 
 @dataclass(frozen=True)
@@ -163,13 +250,13 @@ def env_name(cls: type, field_name: str) -> str:
     return f"RAGSITE_{SECTIONS[cls]}_{field_name.upper()}"
 
 
-def _read(name: str, default: Any) -> Any:
+def _read(name: str, default: Any, maximum: float | None) -> Any:
     if isinstance(default, bool):
         return env_bool(name, default)
     if isinstance(default, int):
-        return env_int(name, default)
+        return env_int(name, default, maximum=None if maximum is None else int(maximum))
     if isinstance(default, float):
-        return env_float(name, default)
+        return env_float(name, default, maximum=maximum)
     if isinstance(default, tuple):
         raw = env_str(name, "")
         if not raw:
@@ -184,10 +271,18 @@ def _read(name: str, default: Any) -> Any:
 def section_from_env(cls: type[C]) -> C:
     """Build one config section from its defaults overridden by the environment."""
     defaults = cls()
-    values = {f.name: _read(env_name(cls, f.name), getattr(defaults, f.name)) for f in fields(cls)}
+    maxima: dict[str, float] = getattr(cls, "maxima", {})
+    values = {f.name: _read(env_name(cls, f.name), getattr(defaults, f.name), maxima.get(f.name)) for f in fields(cls)}
     for name, choices in BACKEND_CHOICES.items():
         if name in values and values[name] not in choices:
             raise EnvError(f"{env_name(cls, name)} must be one of {list(choices)}, got {values[name]!r}")
+    if cls is ProviderConfig:
+        for name, problem in (
+            ("ollama_base_url", base_url_problem(values["ollama_base_url"])),
+            ("keep_alive", keep_alive_problem(values["keep_alive"])),
+        ):
+            if problem:
+                raise EnvError(f"{env_name(cls, name)}={values[name]!r}: {problem}")
     return cls(**values)
 
 
@@ -208,6 +303,7 @@ _env_config: RuntimeConfig | None = None
 # models can be used. It returns the admin-edited configuration, or None while it cannot be read.
 _live_source: Callable[[], RuntimeConfig | None] | None = None
 _source: str | None = None
+SETTINGS_SOURCES = ("database", "environment")
 
 
 def use_live_source(source: Callable[[], RuntimeConfig | None]) -> None:
@@ -225,7 +321,7 @@ def settings_source() -> str:
     """
     global _source
     if _source is None:
-        _source = env_choice("RAGSITE_SETTINGS_SOURCE", "database", ["database", "environment"])
+        _source = env_choice("RAGSITE_SETTINGS_SOURCE", "database", SETTINGS_SOURCES)
     return _source
 
 

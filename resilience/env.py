@@ -6,8 +6,10 @@ names the variable, not surface later as a confusing runtime error.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class EnvError(ValueError):
@@ -26,7 +28,19 @@ def env_str(name: str, default: str = "") -> str:
     return default if value is None else value
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def _in_range(name: str, number: float, minimum: float | None, maximum: float | None) -> None:
+    """Raise EnvError naming ``name`` when ``number`` is outside [minimum, maximum]."""
+    if minimum is not None and number < minimum:
+        raise EnvError(f"{name} must be >= {_shown(minimum)}, got {_shown(number)}")
+    if maximum is not None and number > maximum:
+        raise EnvError(f"{name} must be <= {_shown(maximum)}, got {_shown(number)}")
+
+
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
     value = _raw(name)
     if value is None:
         return default
@@ -34,19 +48,23 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         number = int(value)
     except ValueError:
         raise EnvError(f"{name} must be an integer, got {value!r}") from None
-    if minimum is not None and number < minimum:
-        raise EnvError(f"{name} must be >= {minimum}, got {number}")
+    _in_range(name, number, minimum, maximum)
     return number
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite number: inf and nan are refused like any other non-number."""
     value = _raw(name)
     if value is None:
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise EnvError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise EnvError(f"{name} must be a finite number, got {value!r}")
+    _in_range(name, number, minimum, maximum)
+    return number
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -69,6 +87,23 @@ def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise EnvError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def env_log_level(name: str, default: str) -> str:
+    """A logging level name (DEBUG, INFO, WARNING, ERROR, CRITICAL), upper-cased."""
+    return env_choice(name, default.lower(), ["debug", "info", "warning", "error", "critical"]).upper()
+
+
+def env_dir(name: str, default: Path) -> Path:
+    """A directory the process can write to, created if missing."""
+    path = Path(env_str(name, str(default))).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvError(f"{name}={path} cannot be created: {exc.strerror or exc}") from None
+    if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
+        raise EnvError(f"{name}={path} is not a writable directory")
+    return path
 
 
 def env_list(name: str, default: Sequence[str]) -> list[str]:

@@ -16,7 +16,7 @@ from rag.ingestion import ingest_items
 from rag.models import Chunk, Collection, Document
 from rag.sources import SourceItem
 from resilience import config
-from resilience.models import BreakerSettings, CacheSettings, PoolSettings, ProviderSettings, SettingsRow
+from resilience.models import BreakerSettings, CacheSettings, JobSettings, PoolSettings, ProviderSettings, SettingsRow
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_settings")]
 
@@ -54,6 +54,7 @@ def test_retry_statuses_become_a_tuple(admin_client):
 
 
 FRACTION = "Must be greater than 0 and at most 1."
+HUGE = "99999999999999999999999"
 INVALID = [
     (BreakerSettings, {"failure_threshold": 0}, "failure_threshold", "Must be at least 1."),
     (BreakerSettings, {"failure_rate_threshold": 0}, "failure_rate_threshold", FRACTION),
@@ -107,6 +108,24 @@ INVALID = [
     (ProviderSettings, {"num_ctx": 0}, "num_ctx", "Must be at least 1."),
     (ProviderSettings, {"embedding_batch_size": 0}, "embedding_batch_size", "Must be at least 1."),
     (BreakerSettings, {"window_size": "ten"}, "window_size", "Enter a whole number."),
+    # Malformed or out of reach: a form error, never a 500 nor a value that breaks every call later.
+    (ProviderSettings, {"ollama_base_url": "http://[::1"}, "ollama_base_url", "Enter a well-formed URL (Invalid IPv6"),
+    (ProviderSettings, {"keep_alive": "99999999999999999999h"}, "keep_alive", "At most 24h; use -1"),
+    (ProviderSettings, {"embedding_batch_size": 100000000}, "embedding_batch_size", "Must be at most 4096."),
+    (ProviderSettings, {"num_ctx": HUGE}, "num_ctx", "Must be at most 1048576."),
+    (BreakerSettings, {"failure_threshold": HUGE}, "failure_threshold", "Must be at most 1000."),
+    (BreakerSettings, {"recovery_timeout": HUGE}, "recovery_timeout", "Must be at most 3600."),
+    (BreakerSettings, {"recovery_timeout": "inf"}, "recovery_timeout", "Enter a number."),
+    (PoolSettings, {"connect_timeout": HUGE}, "connect_timeout", "Must be at most 3600."),
+    (PoolSettings, {"read_timeout": HUGE}, "read_timeout", "Must be at most 3600."),
+    (PoolSettings, {"read_timeout": "nan"}, "read_timeout", "Enter a number."),
+    (PoolSettings, {"backoff_factor": HUGE}, "backoff_factor", "Must be at most 3600."),
+    (PoolSettings, {"backoff_jitter": HUGE}, "backoff_jitter", "Must be at most 3600."),
+    (PoolSettings, {"backoff_max": HUGE}, "backoff_max", "Must be at most 3600."),
+    (PoolSettings, {"max_retries": 101}, "max_retries", "Must be at most 100."),
+    (CacheSettings, {"ttl_seconds": 31536001}, "ttl_seconds", "Must be at most 31536000."),
+    (JobSettings, {"retry_delay_seconds": HUGE}, "retry_delay_seconds", "Must be at most 86400."),
+    (JobSettings, {"max_attempts": 1001}, "max_attempts", "Must be at most 1000."),
 ]
 
 
@@ -139,6 +158,13 @@ def test_every_field_says_what_it_does_and_its_default(admin_client):
     page = admin_client.get(change_url(PoolSettings)).content.decode()
     assert "Default: 429,502,503,504." in page
     assert "Default: 20." in page
+    assert "Default: 30. At most 3600." in page  # the read timeout
+
+
+def test_a_value_at_its_limit_is_saved(admin_client):
+    response = post(admin_client, PoolSettings, read_timeout=3600, backoff_max=3600)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert config.current().pool.read_timeout == 3600
 
 
 def test_a_settings_row_can_be_neither_added_nor_deleted(admin_client):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -39,3 +41,80 @@ def test_a_missing_metrics_directory_is_named_not_a_traceback(tmp_path):
     assert result.returncode != 0
     assert f"PROMETHEUS_MULTIPROC_DIR={tmp_path / 'missing'} is not a writable directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_configuration_error(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip() == f"Configuration error: {message}"
+
+
+# Each line: the variable, its bad value, the one line that stops the command.
+BAD_ENVIRONMENT = [
+    ("RAGSITE_LOG_LEVEL", "LOUD", " must be one of ['debug', 'info', 'warning', 'error', 'critical'], got 'loud'"),
+    ("RAGSITE_VAR_DIR", "/proc/nope", "=/proc/nope cannot be created: No such file or directory"),
+    ("OLLAMA_BASE_URL", "http://[::1", "='http://[::1': Enter a well-formed URL (Invalid IPv6 URL)."),
+    ("RAGSITE_SETTINGS_SOURCE", "bogus", " must be one of ['database', 'environment'], got 'bogus'"),
+    ("RAGSITE_BREAKER_FAILURE_THRESHOLD", "99999999999999999999999", " must be <= 1000, got 99999999999999999999999"),
+    ("RAGSITE_BREAKER_WINDOW_SIZE", "99999999999999999999999", " must be <= 10000, got 99999999999999999999999"),
+    ("RAGSITE_POOL_MAX_RETRIES", "99999999999999999999999", " must be <= 100, got 99999999999999999999999"),
+    ("RAGSITE_CACHE_TTL_SECONDS", "99999999999999999999999", " must be <= 31536000, got 99999999999999999999999"),
+    ("RAGSITE_JOBS_MAX_ATTEMPTS", "99999999999999999999999", " must be <= 1000, got 99999999999999999999999"),
+    ("RAGSITE_GENERATION_NUM_CTX", "99999999999999999999999", " must be <= 1048576, got 99999999999999999999999"),
+    ("RAGSITE_EMBEDDING_BATCH_SIZE", "100000000", " must be <= 4096, got 100000000"),
+    ("RAGSITE_POOL_READ_TIMEOUT", "inf", " must be a finite number, got 'inf'"),
+    ("RAGSITE_POOL_CONNECT_TIMEOUT", "99999999999999999999999", " must be <= 3600, got 1e+23"),
+    ("RAGSITE_POOL_BACKOFF_MAX", "3601", " must be <= 3600, got 3601"),
+    ("RAGSITE_BREAKER_RECOVERY_TIMEOUT", "inf", " must be a finite number, got 'inf'"),
+    ("RAGSITE_JOBS_RETRY_DELAY_SECONDS", "nan", " must be a finite number, got 'nan'"),
+    (
+        "RAGSITE_GENERATION_KEEP_ALIVE",
+        "99999999999999999999h",
+        "='99999999999999999999h': At most 24h; use -1 to keep the model loaded.",
+    ),
+    ("RAGSITE_RELEVANCE_FLOOR", "nan", " must be a finite number, got 'nan'"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), BAD_ENVIRONMENT, ids=[v for v, _, _ in BAD_ENVIRONMENT])
+def test_a_bad_value_stops_the_command_with_one_line_naming_the_variable(variable, value, message):
+    assert_configuration_error(manage("check", **{variable: value}), variable + message)
+
+
+def test_a_seed_too_large_for_its_column_stops_migrate_before_it_touches_the_database():
+    result = manage("migrate", "--plan", RAGSITE_BREAKER_FAILURE_THRESHOLD="99999999999999999999999")
+    assert_configuration_error(result, "RAGSITE_BREAKER_FAILURE_THRESHOLD must be <= 1000, got 99999999999999999999999")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RAGSITE_RELEVANCE_FLOOR", "5", "RAGSITE_RELEVANCE_FLOOR must be <= 1, got 5"),
+        ("RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS", "-3", "RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS must be >= -1, got -3"),
+    ],
+)
+def test_a_relevance_floor_outside_cosine_similarity_is_refused(variable, value, message):
+    assert_configuration_error(check(**{"RAGSITE_RELEVANCE_FLOOR": "0.4", variable: value}), message)
+
+
+def test_values_at_their_limits_pass():
+    result = check(
+        RAGSITE_LOG_LEVEL="warning",
+        RAGSITE_POOL_READ_TIMEOUT="3600",
+        RAGSITE_BREAKER_FAILURE_THRESHOLD="1000",
+        RAGSITE_GENERATION_KEEP_ALIVE="-1",
+        RAGSITE_RELEVANCE_FLOOR="-1",
+        RAGSITE_RELEVANCE_FLOOR_UNKNOWN_WORDS="1",
+        RAGSITE_SETTINGS_SOURCE="environment",
+    )
+    assert result.returncode == 0, result.stderr

@@ -28,7 +28,15 @@ from rag.models import CacheCounter, CachedAnswer, Collection, QueryLog
 from rag.sources import SourceItem
 from resilience import config, live, orders
 from resilience.breaker import clear_registry
-from resilience.models import BreakerCommand, BreakerReport, BreakerSettings, ProviderSettings
+from resilience.client import get_client, reset_client
+from resilience.models import (
+    BreakerCommand,
+    BreakerReport,
+    BreakerSettings,
+    JobSettings,
+    PoolSettings,
+    ProviderSettings,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,6 +92,34 @@ def test_missing_tables_fall_back_to_the_environment_and_log_once(caplog):
     # The caller's transaction is intact: the failed read ran in a savepoint.
     assert ProviderSettings.objects.count() == 1
     live.live.forget()
+
+
+@pytest.mark.django_db
+def test_a_stored_value_out_of_range_is_clamped_rather_than_failing_every_call(fake_ollama, caplog):
+    """A row saved before the limits existed, or edited in SQL: a timeout of 1e23 s used to make
+    every call to Ollama fail with OverflowError (timestamp out of range for platform time_t)."""
+    PoolSettings.objects.update(connect_timeout=1e23, read_timeout=1e23, backoff_max=float("inf"), max_retries=-4)
+    BreakerSettings.objects.update(recovery_timeout=1e23)
+    ProviderSettings.objects.update(
+        ollama_base_url=fake_ollama.url, keep_alive="99999999999999999999h", embedding_batch_size=100_000_000
+    )
+    JobSettings.objects.update(retry_delay_seconds=float("nan"))
+    reset_client()
+    clear_registry()
+    try:
+        with caplog.at_level(logging.WARNING, logger="resilience.models.base"):
+            live.refresh()
+            current = config.current()
+        assert (current.pool.connect_timeout, current.pool.read_timeout) == (3600, 3600)  # the maximum
+        assert (current.pool.backoff_max, current.pool.max_retries) == (10.0, 3)  # not a number, below 0: defaults
+        assert current.breaker.recovery_timeout == 3600
+        assert (current.provider.keep_alive, current.provider.embedding_batch_size) == ("24h", 4096)
+        assert current.jobs.retry_delay_seconds == 10.0
+        assert "settings: pool read_timeout=1e+23 is out of range; using 3600" in caplog.text
+        assert len(get_client().embed(["When are the boilers serviced?"], "all-minilm")) == 1
+    finally:
+        reset_client()
+        clear_registry()
 
 
 def test_before_the_first_read_callers_wait_for_it_and_after_it_never(monkeypatch):

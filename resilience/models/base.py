@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
-import re
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 
-from resilience.config import section_from_env
+from resilience.config import base_url_problem, section_from_env
 from resilience.env import env_bool
+
+logger = logging.getLogger(__name__)
 
 # One row each, edited in the admin and applied live by every process (resilience.live). The
 # environment only seeds them when the database is created (migration 0002).
@@ -31,8 +35,15 @@ def shown(value: Any) -> str:
 
 
 def help_text(cls: type, name: str, text: str) -> str:
-    """Help text ending with the documented default, read from the config dataclass."""
-    return f"{text} Default: {shown(getattr(cls, name))}."
+    """Help text ending with the documented default and the largest value, read from the config dataclass."""
+    maximum = cls.maxima.get(name)  # type: ignore[attr-defined]
+    limit = "" if maximum is None else f" At most {shown(maximum)}."
+    return f"{text} Default: {shown(getattr(cls, name))}.{limit}"
+
+
+def at_most(cls: type, name: str) -> list[MaxValueValidator]:
+    """The field's validator of its section's maximum (``maxima`` of the config dataclass)."""
+    return [MaxValueValidator(cls.maxima[name], message="Must be at most %(limit_value)s.")]  # type: ignore[attr-defined]
 
 
 Rule = tuple[Callable[[Any], bool], str]
@@ -41,8 +52,6 @@ AT_LEAST_ZERO: Rule = (lambda v: v >= 0, "Must be 0 or more.")
 POSITIVE: Rule = (lambda v: v > 0, "Must be greater than 0.")
 FRACTION: Rule = (lambda v: 0 < v <= 1, "Must be greater than 0 and at most 1.")
 RATIO: Rule = (lambda v: 0 <= v <= 1, "Must be between 0 and 1.")
-
-DURATION = re.compile(r"^(-1|0|\d+|(\d+(\.\d+)?(ms|s|m|h))+)$")
 
 
 # Cloud metadata services answer on link-local addresses and well-known names: an Ollama URL
@@ -69,6 +78,9 @@ def url_problem(url: str) -> str | None:
     """
     if not url or any(ch.isspace() for ch in url):
         return "Enter a URL without spaces, like http://127.0.0.1:11434."
+    malformed = base_url_problem(url)  # an unclosed IPv6 bracket: urlsplit raises
+    if malformed:
+        return malformed
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         return "The URL must start with http:// or https://."
@@ -118,7 +130,33 @@ class SettingsRow(models.Model):
         return {}
 
     def to_config(self) -> Any:
-        return self.config_class(**{f.name: getattr(self, f.name) for f in fields(self.config_class)})
+        return self.config_class(**self.config_values())
+
+    def config_values(self) -> dict[str, Any]:
+        """The row's values for its config section, each within its range.
+
+        A row may hold what the form would refuse now (saved before a limit existed, or written in
+        SQL): a value above its maximum is read as the maximum, one that breaks its rule (or is
+        not a number) as the default, so that no call to Ollama fails on it.
+        """
+        defaults = self.config_class()
+        maxima: dict[str, float] = self.config_class.maxima
+        values = {f.name: getattr(self, f.name) for f in fields(self.config_class)}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            rule = self.rules.get(name)
+            if not math.isfinite(value):
+                safe = getattr(defaults, name)
+            elif name in maxima and value > maxima[name]:
+                safe = type(value)(maxima[name])
+            elif rule is not None and not rule[0](value):
+                safe = getattr(defaults, name)
+            else:
+                continue
+            logger.warning("settings: %s %s=%s is out of range; using %s", self.section, name, value, safe)
+            values[name] = safe
+        return values
 
     @classmethod
     def values_from(cls, section: Any) -> dict[str, Any]:

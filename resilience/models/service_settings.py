@@ -8,7 +8,7 @@ import re
 from django.db import models
 
 from resilience.config import AccessConfig, CacheConfig, JobsConfig
-from resilience.models.base import AT_LEAST_ONE, AT_LEAST_ZERO, FRACTION, Rule, SettingsRow, help_text
+from resilience.models.base import AT_LEAST_ONE, AT_LEAST_ZERO, FRACTION, Rule, SettingsRow, at_most, help_text
 
 
 class CacheSettings(SettingsRow):
@@ -24,16 +24,19 @@ class CacheSettings(SettingsRow):
     )
     max_entries = models.IntegerField(
         default=CacheConfig.max_entries,
+        validators=at_most(CacheConfig, "max_entries"),
         help_text=help_text(CacheConfig, "max_entries", "Cached answers kept; the least recently used go first."),
     )
     ttl_seconds = models.IntegerField(
         "time to live (s)",
         default=CacheConfig.ttl_seconds,
+        validators=at_most(CacheConfig, "ttl_seconds"),
         help_text=help_text(CacheConfig, "ttl_seconds", "Seconds an answer is served after it was cached."),
     )
     serve_stale_seconds = models.IntegerField(
         "serve stale (s)",
         default=CacheConfig.serve_stale_seconds,
+        validators=at_most(CacheConfig, "serve_stale_seconds"),
         help_text=help_text(
             CacheConfig,
             "serve_stale_seconds",
@@ -43,6 +46,7 @@ class CacheSettings(SettingsRow):
     embedding_max_entries = models.IntegerField(
         "embedding cache entries",
         default=CacheConfig.embedding_max_entries,
+        validators=at_most(CacheConfig, "embedding_max_entries"),
         help_text=help_text(
             CacheConfig,
             "embedding_max_entries",
@@ -104,6 +108,7 @@ class AccessSettings(SettingsRow):
 class JobSettings(SettingsRow):
     max_attempts = models.IntegerField(
         default=JobsConfig.max_attempts,
+        validators=at_most(JobsConfig, "max_attempts"),
         help_text=help_text(
             JobsConfig,
             "max_attempts",
@@ -113,16 +118,19 @@ class JobSettings(SettingsRow):
     retry_delay_seconds = models.FloatField(
         "first retry after (s)",
         default=JobsConfig.retry_delay_seconds,
+        validators=at_most(JobsConfig, "retry_delay_seconds"),
         help_text=help_text(JobsConfig, "retry_delay_seconds", "Seconds before the first retry; doubled each time."),
     )
     retry_delay_max_seconds = models.FloatField(
         "longest wait between retries (s)",
         default=JobsConfig.retry_delay_max_seconds,
+        validators=at_most(JobsConfig, "retry_delay_max_seconds"),
         help_text=help_text(JobsConfig, "retry_delay_max_seconds", "The doubling stops here."),
     )
     query_log_retention_days = models.IntegerField(
         "keep the query log (days)",
         default=JobsConfig.query_log_retention_days,
+        validators=at_most(JobsConfig, "query_log_retention_days"),
         help_text=help_text(
             JobsConfig, "query_log_retention_days", "Questions older than this are deleted from the query log."
         ),
@@ -130,6 +138,7 @@ class JobSettings(SettingsRow):
     job_retention_days = models.IntegerField(
         "keep finished jobs (days)",
         default=JobsConfig.job_retention_days,
+        validators=at_most(JobsConfig, "job_retention_days"),
         help_text=help_text(
             JobsConfig,
             "job_retention_days",

@@ -6,25 +6,27 @@ resilience.models.service_settings those of the service around them (cache, acce
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 from django.db import models
 
 from resilience.config import (
+    KEEP_ALIVE_MAX,
     LOCAL_EMBEDDING_MODEL,
     BreakerConfig,
     PoolConfig,
     ProviderConfig,
+    duration_seconds,
+    keep_alive_problem,
 )
 from resilience.models.base import (
     AT_LEAST_ONE,
     AT_LEAST_ZERO,
-    DURATION,
     FRACTION,
     POSITIVE,
     RATIO,
     SettingsRow,
+    at_most,
     help_text,
     url_problem,
 )
@@ -61,6 +63,7 @@ class ProviderSettings(SettingsRow):
     )
     embedding_batch_size = models.IntegerField(
         default=ProviderConfig.embedding_batch_size,
+        validators=at_most(ProviderConfig, "embedding_batch_size"),
         help_text=help_text(ProviderConfig, "embedding_batch_size", "Texts embedded per batch."),
     )
     generation_backend = models.CharField(
@@ -83,12 +86,14 @@ class ProviderSettings(SettingsRow):
         help_text=help_text(
             ProviderConfig,
             "keep_alive",
-            "How long Ollama keeps the model loaded after a request (5m, 1h, 0, -1 = forever).",
+            "How long Ollama keeps the model loaded after a request (5m, 1h, 0, -1 = forever), at most "
+            f"{KEEP_ALIVE_MAX}.",
         ),
     )
     num_ctx = models.IntegerField(
         "context window (num_ctx)",
         default=ProviderConfig.num_ctx,
+        validators=at_most(ProviderConfig, "num_ctx"),
         help_text=help_text(
             ProviderConfig, "num_ctx", "Tokens of context asked of Ollama; it silently truncates beyond it."
         ),
@@ -114,9 +119,17 @@ class ProviderSettings(SettingsRow):
             )
         if self.generation_backend == "ollama" and not self.generation_model.strip():
             errors["generation_model"] = "Name the Ollama chat model (e.g. llama3.2)."
-        if not DURATION.match(self.keep_alive or ""):
-            errors["keep_alive"] = "Use a duration such as 30s, 5m, 1h, 0 (unload at once) or -1 (keep loaded)."
+        problem = keep_alive_problem(self.keep_alive or "")
+        if problem:
+            errors["keep_alive"] = problem
         return errors
+
+    def config_values(self) -> dict[str, Any]:
+        values = super().config_values()
+        if keep_alive_problem(values["keep_alive"]):  # stored before the limit, or in SQL
+            safe = KEEP_ALIVE_MAX if duration_seconds(values["keep_alive"]) is not None else ProviderConfig.keep_alive
+            values["keep_alive"] = safe
+        return values
 
     @classmethod
     def values_from(cls, section: Any) -> dict[str, Any]:
@@ -133,6 +146,7 @@ class BreakerSettings(SettingsRow):
     )
     failure_threshold = models.IntegerField(
         default=BreakerConfig.failure_threshold,
+        validators=at_most(BreakerConfig, "failure_threshold"),
         help_text=help_text(BreakerConfig, "failure_threshold", "Consecutive failures that open the breaker."),
     )
     failure_rate_threshold = models.FloatField(
@@ -145,28 +159,33 @@ class BreakerSettings(SettingsRow):
     )
     window_size = models.IntegerField(
         default=BreakerConfig.window_size,
+        validators=at_most(BreakerConfig, "window_size"),
         help_text=help_text(BreakerConfig, "window_size", "Recent calls the failure rate is computed over."),
     )
     recovery_timeout = models.FloatField(
         "recovery timeout (s)",
         default=BreakerConfig.recovery_timeout,
+        validators=at_most(BreakerConfig, "recovery_timeout"),
         help_text=help_text(
             BreakerConfig, "recovery_timeout", "Seconds an open breaker waits before letting trial calls through."
         ),
     )
     half_open_max_calls = models.IntegerField(
         default=BreakerConfig.half_open_max_calls,
+        validators=at_most(BreakerConfig, "half_open_max_calls"),
         help_text=help_text(
             BreakerConfig, "half_open_max_calls", "Trial calls allowed at the same time while half-open."
         ),
     )
     success_threshold = models.IntegerField(
         default=BreakerConfig.success_threshold,
+        validators=at_most(BreakerConfig, "success_threshold"),
         help_text=help_text(BreakerConfig, "success_threshold", "Successful trial calls that close the breaker again."),
     )
     slow_call_seconds = models.FloatField(
         "slow call (s)",
         default=BreakerConfig.slow_call_seconds,
+        validators=at_most(BreakerConfig, "slow_call_seconds"),
         help_text=help_text(
             BreakerConfig, "slow_call_seconds", "A call slower than this counts as a failure; 0 turns this off."
         ),
@@ -191,12 +210,14 @@ class BreakerSettings(SettingsRow):
 class PoolSettings(SettingsRow):
     pool_connections = models.IntegerField(
         default=PoolConfig.pool_connections,
+        validators=at_most(PoolConfig, "pool_connections"),
         help_text=help_text(
             PoolConfig, "pool_connections", "Hosts whose connections are kept (one per Ollama server)."
         ),
     )
     pool_maxsize = models.IntegerField(
         default=PoolConfig.pool_maxsize,
+        validators=at_most(PoolConfig, "pool_maxsize"),
         help_text=help_text(PoolConfig, "pool_maxsize", "Connections kept open to Ollama per worker process."),
     )
     pool_block = models.BooleanField(
@@ -208,31 +229,37 @@ class PoolSettings(SettingsRow):
     connect_timeout = models.FloatField(
         "connect timeout (s)",
         default=PoolConfig.connect_timeout,
+        validators=at_most(PoolConfig, "connect_timeout"),
         help_text=help_text(PoolConfig, "connect_timeout", "Seconds to wait for a connection."),
     )
     read_timeout = models.FloatField(
         "read timeout (s)",
         default=PoolConfig.read_timeout,
+        validators=at_most(PoolConfig, "read_timeout"),
         help_text=help_text(
             PoolConfig, "read_timeout", "Seconds to wait for Ollama's answer to start (or between stream pieces)."
         ),
     )
     max_retries = models.IntegerField(
         default=PoolConfig.max_retries,
+        validators=at_most(PoolConfig, "max_retries"),
         help_text=help_text(
             PoolConfig, "max_retries", "Retries of a refused connection or a listed status; 0 turns retries off."
         ),
     )
     backoff_factor = models.FloatField(
         default=PoolConfig.backoff_factor,
+        validators=at_most(PoolConfig, "backoff_factor"),
         help_text=help_text(PoolConfig, "backoff_factor", "Seconds before the first retry, doubling each time."),
     )
     backoff_jitter = models.FloatField(
         default=PoolConfig.backoff_jitter,
+        validators=at_most(PoolConfig, "backoff_jitter"),
         help_text=help_text(PoolConfig, "backoff_jitter", "Random seconds added to each backoff."),
     )
     backoff_max = models.FloatField(
         default=PoolConfig.backoff_max,
+        validators=at_most(PoolConfig, "backoff_max"),
         help_text=help_text(PoolConfig, "backoff_max", "Longest wait between retries, in seconds."),
     )
     retry_statuses = models.CharField(
@@ -245,6 +272,7 @@ class PoolSettings(SettingsRow):
     )
     retry_after_max = models.FloatField(
         default=PoolConfig.retry_after_max,
+        validators=at_most(PoolConfig, "retry_after_max"),
         help_text=help_text(
             PoolConfig, "retry_after_max", "Longest Retry-After (seconds) a server may make a retry wait."
         ),
@@ -257,10 +285,12 @@ class PoolSettings(SettingsRow):
     )
     retry_budget_min = models.IntegerField(
         default=PoolConfig.retry_budget_min,
+        validators=at_most(PoolConfig, "retry_budget_min"),
         help_text=help_text(PoolConfig, "retry_budget_min", "Retries always allowed per budget window."),
     )
     retry_budget_window = models.FloatField(
         default=PoolConfig.retry_budget_window,
+        validators=at_most(PoolConfig, "retry_budget_window"),
         help_text=help_text(PoolConfig, "retry_budget_window", "Seconds of history the retry budget counts."),
     )
 
@@ -298,7 +328,7 @@ class PoolSettings(SettingsRow):
         return {}
 
     def to_config(self) -> PoolConfig:
-        values = {f.name: getattr(self, f.name) for f in fields(PoolConfig)}
+        values = self.config_values()
         values["retry_statuses"] = self.status_codes() or ()
         return PoolConfig(**values)
 

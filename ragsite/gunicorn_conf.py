@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 _base = Path(__file__).resolve().parent.parent
-_var = Path(os.environ.get("RAGSITE_VAR_DIR", _base / "var"))
+if str(_base) not in sys.path:
+    sys.path.insert(0, str(_base))
 
-bind = os.environ.get("RAGSITE_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RAGSITE_WORKERS", "2"))
-threads = int(os.environ.get("RAGSITE_THREADS", "8"))
+from resilience.env import EnvError, env_bool, env_dir, env_int, env_str  # noqa: E402 (after the path)
+
+try:
+    _var = env_dir("RAGSITE_VAR_DIR", _base / "var")
+    bind = env_str("RAGSITE_BIND", "127.0.0.1:8000")
+    workers = env_int("RAGSITE_WORKERS", 2, minimum=1, maximum=256)
+    threads = env_int("RAGSITE_THREADS", 8, minimum=1, maximum=256)
+    timeout = env_int("RAGSITE_WORKER_TIMEOUT", 120, minimum=1, maximum=86400)
+    accesslog = "-" if env_bool("RAGSITE_ACCESS_LOG", True) else None
+except EnvError as exc:  # the variable's name and the fix, not gunicorn's traceback of this file
+    print(f"Configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
 worker_class = "gthread"
-timeout = int(os.environ.get("RAGSITE_WORKER_TIMEOUT", "120"))
 graceful_timeout = 20
 keepalive = 5
 # Each worker loads the app (and the local model) itself: forking after loading torch is unsafe.
 preload_app = False
-accesslog = "-" if os.environ.get("RAGSITE_ACCESS_LOG", "1") == "1" else None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
@@ -50,6 +60,10 @@ def post_worker_init(worker) -> None:
 
 def worker_exit(server, worker) -> None:
     """Write the hit counts, counters and query log rows the worker still holds (rag.bookkeeping)."""
+    from django.apps import apps
+
+    if not apps.ready:  # it never loaded the app (a configuration error): it holds nothing
+        return
     from rag import bookkeeping
 
     bookkeeping.flush()

@@ -118,3 +118,26 @@ def test_values_at_their_limits_pass():
         RAGSITE_SETTINGS_SOURCE="environment",
     )
     assert result.returncode == 0, result.stderr
+
+
+def gunicorn(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "ragsite/gunicorn_conf.py", "ragsite.wsgi"],
+        cwd=BASE_DIR,
+        env={**os.environ, "RAGSITE_BIND": "127.0.0.1:0", "RAGSITE_WORKERS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_gunicorn_stops_on_a_bad_value_of_its_own_with_one_line():
+    result = gunicorn(RAGSITE_WORKERS="abc")
+    assert_configuration_error(result, "RAGSITE_WORKERS must be an integer, got 'abc'")
+
+
+def test_gunicorn_stops_on_a_bad_setting_instead_of_booting_workers_again_and_again():
+    result = gunicorn(RAGSITE_LOG_LEVEL="loud")
+    assert result.returncode == 3, result.stderr[-2000:]  # gunicorn: "Worker failed to boot"
+    assert "Configuration error: RAGSITE_LOG_LEVEL must be one of" in result.stderr
+    assert "Traceback" not in result.stderr

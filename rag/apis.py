@@ -172,7 +172,8 @@ class DocumentListApi(generics.ListAPIView):
         name = self.request.query_params.get("collection")
         if name:
             try:
-                collection_name_validator(name)
+                if name != visibility.EVERY:
+                    collection_name_validator(name)
             except DjangoValidationError as exc:
                 raise ValidationError({"collection": exc.messages}) from None
             try:

@@ -93,7 +93,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 def json_400(request, exception=None):
     """JSON for API paths (a Host header not allowed, too many fields), Django's page elsewhere."""
     if request.path.startswith("/api/"):
-        return JsonResponse(error_body("bad_request", str(exception or "") or "Bad request."), status=400)
+        return JsonResponse(error_body("bad_request", "Bad request."), status=400)  # Django's reason can name settings
     return defaults.bad_request(request, exception)
 
 

@@ -375,7 +375,10 @@ def ingest_document(
 def delete_document(*, document: Document) -> bool:
     """Delete a document and its chunks; False when it was gone already (deleted by another request)."""
     with transaction.atomic():
-        deleted, _ = Document.objects.filter(pk=document.pk).delete()
-        if deleted:
-            document.collection.bump_version()
-    return bool(deleted)
+        # Locked first: a re-ingest replacing its chunks meanwhile finishes before the delete starts.
+        locked = Document.objects.select_for_update().filter(pk=document.pk).first()
+        if locked is None:
+            return False
+        locked.delete()
+        document.collection.bump_version()
+    return True

@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 
+from rag.sources import is_utf8
+
 SHIPPED = Path(__file__).resolve().parent
 
 
@@ -62,9 +64,7 @@ def _text_problem(text: str) -> str:
     """Why ``text`` cannot be asked or stored (Postgres takes no NUL, nor a lone surrogate), or ''."""
     if "\x00" in text:
         return "holds a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(text):
         return "holds a lone surrogate (not text)"
     return ""
 

@@ -11,8 +11,8 @@ from rag.reembedding import ReembedReport, chunks_to_reembed, reembed_collection
 from resilience import config
 from resilience.errors import OllamaError
 
-# Far above any batch an embedding model takes at once, far below what a SQL LIMIT can hold.
-MAX_BATCH_SIZE = 4096
+# The provider settings' own limit on embedding_batch_size: one maximum for both.
+MAX_BATCH_SIZE = int(config.ProviderConfig.maxima["embedding_batch_size"])
 
 
 class Command(RagCommand):

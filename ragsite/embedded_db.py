@@ -69,6 +69,19 @@ def _pg_ctl(data_dir: Path, *args: str) -> None:
     pg_ctl(list(args), pgdata=data_dir, user="pgserver" if os.geteuid() == 0 else None, timeout=60)
 
 
+def _make_dir(path: Path, mode: int = 0o777) -> None:
+    """Create ``path``; a folder that cannot be is a database error naming it (one line in commands)."""
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+    except OSError as exc:
+        from django.db import OperationalError
+
+        raise OperationalError(
+            f"the embedded database cannot create {path}: {exc.strerror or exc} "
+            "(set RAGSITE_VAR_DIR to a writable folder, or DATABASE_URL to another database)"
+        ) from None
+
+
 def socket_dir(data_dir: Path, settings: dict[str, str] | None = None) -> str:
     """Start the server for ``data_dir`` if it is not running; return its socket folder.
 
@@ -81,14 +94,14 @@ def socket_dir(data_dir: Path, settings: dict[str, str] | None = None) -> str:
             return _started[data_dir]
         # pgserver keeps its inter-process lock in the runtime folder; it must be private (0700).
         runtime = data_dir.parent / "run"
-        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_dir(runtime, mode=0o700)
         os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
         import warnings
 
         import pgserver
         from pgserver.postgres_server import PostgresServer
 
-        data_dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(data_dir)
         initialised = (data_dir / "PG_VERSION").exists()
         changed: set[str] = set()
         was_running = initialised and _running(data_dir)

@@ -16,10 +16,14 @@ _base = Path(__file__).resolve().parent.parent
 if str(_base) not in sys.path:
     sys.path.insert(0, str(_base))
 
-from resilience.env import EnvError, env_bool, env_dir, env_int, env_str  # noqa: E402 (after the path)
+from resilience.env import EnvError, env_bool, env_int, env_path, env_str, writable_dir  # noqa: E402 (after the path)
 
 try:
-    _var = env_dir("RAGSITE_VAR_DIR", _base / "var")
+    _var = env_path("RAGSITE_VAR_DIR", _base / "var")
+    # Every worker writes its metrics there: it must be writable (the one thing gunicorn writes).
+    _metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    _metrics_name = "PROMETHEUS_MULTIPROC_DIR" if _metrics else "RAGSITE_VAR_DIR/prometheus"
+    _metrics = str(writable_dir(Path(_metrics or _var / "prometheus"), _metrics_name))
     bind = env_str("RAGSITE_BIND", "127.0.0.1:8000")
     workers = env_int("RAGSITE_WORKERS", 2, minimum=1, maximum=256)
     threads = env_int("RAGSITE_THREADS", 8, minimum=1, maximum=256)
@@ -36,7 +40,7 @@ keepalive = 5
 preload_app = False
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics
 
 
 def on_starting(server) -> None:

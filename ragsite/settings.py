@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from ragsite import pgtuning
-from resilience.env import EnvError, env_bool, env_choice, env_dir, env_float, env_int, env_list, env_log_level, env_str
+from resilience.env import (
+    EnvError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_log_level,
+    env_path,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = env_dir("RAGSITE_VAR_DIR", BASE_DIR / "var")
+# Runtime files: the embedded database (created by its first connection, ragsite/pgembedded) and
+# gunicorn's metrics folder. Nothing is written here at import: with DATABASE_URL, a read-only
+# deployment may point it anywhere.
+VAR_DIR = env_path("RAGSITE_VAR_DIR", BASE_DIR / "var")
 
 # SECURITY
 # RAGSITE_ENV=production turns on the checks a public deployment needs (a real secret key).
@@ -157,7 +171,10 @@ USE_TZ = True
 # STATIC
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns at every start without it
+# whitenoise warns at every start without it; a read-only RAGSITE_VAR_DIR is left as it is
+# (collectstatic will say so; serving needs nothing written).
+with contextlib.suppress(OSError):
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app static files (admin, API docs) straight from the installed apps, so no collectstatic
 # step is needed before the first run; `make serve` still collects them for compressed serving.
 WHITENOISE_USE_FINDERS = True

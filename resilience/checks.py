@@ -20,7 +20,14 @@ def settings_from_environment(app_configs: Any = None, **kwargs: Any) -> list[ch
         env = config.env_config()
     except EnvError as exc:
         return [checks.Error(str(exc), id="resilience.E001")]
-    problems: list[checks.CheckMessage] = []
+    problems: list[checks.CheckMessage] = [
+        checks.Warning(
+            note,
+            hint="Lower the environment variable; it only seeds the settings rows, which the admin edits.",
+            id="resilience.W001",
+        )
+        for note in config.capped
+    ]
     for model in SETTINGS_MODELS:
         row = model(**model.values_from(getattr(env, model.section)))
         for field, messages in row_errors(row).items():

@@ -13,6 +13,7 @@ process (``resilience.live``), and falls back to the environment while the datab
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 
 from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_OLLAMA_EMBEDDING_MODEL = "all-minilm"
@@ -28,8 +31,10 @@ DEFAULT_OLLAMA_GENERATION_MODEL = "llama3.2"
 
 # Every numeric field has a largest value (``maxima`` of its section): it fits the field's
 # database column (an integer) and stays operationally sane (no timeout beyond an hour, which
-# would also overflow the socket's clock). The environment is refused beyond it at start-up, the
-# admin's form refuses it, and a stored row beyond it is clamped when read (resilience.models).
+# would also overflow the socket's clock). The admin's form refuses a value beyond it, and a
+# stored row beyond it is clamped when read (resilience.models). A seed variable beyond it is
+# clamped with a warning (``manage.py check`` lists it), since the rows are the source of truth;
+# with RAGSITE_SETTINGS_SOURCE=environment, where the variable is the setting, it stops start-up.
 HOUR = 3600
 DAY = 86400
 YEAR = 365 * DAY
@@ -250,13 +255,13 @@ def env_name(cls: type, field_name: str) -> str:
     return f"RAGSITE_{SECTIONS[cls]}_{field_name.upper()}"
 
 
-def _read(name: str, default: Any, maximum: float | None) -> Any:
+def _read(name: str, default: Any, maximum: float | None, strict: bool) -> Any:
     if isinstance(default, bool):
         return env_bool(name, default)
     if isinstance(default, int):
-        return env_int(name, default, maximum=None if maximum is None else int(maximum))
+        return _at_most(name, env_int(name, default), maximum, strict)
     if isinstance(default, float):
-        return env_float(name, default, maximum=maximum)
+        return _at_most(name, env_float(name, default), maximum, strict)
     if isinstance(default, tuple):
         raw = env_str(name, "")
         if not raw:
@@ -268,25 +273,64 @@ def _read(name: str, default: Any, maximum: float | None) -> Any:
     return env_str(name, default)
 
 
-def section_from_env(cls: type[C]) -> C:
-    """Build one config section from its defaults overridden by the environment."""
+# What the environment asked beyond a limit and what is used instead, one line each (from the
+# last from_env(); ``manage.py check`` shows them as warnings).
+capped: list[str] = []
+
+
+def _cap(name: str, asked: Any, used: Any, strict: bool, refusal: str) -> Any:
+    if strict:
+        raise EnvError(refusal)
+    note = f"{name}={asked} is above its limit; {used} is used (the admin refuses more)."
+    if note not in capped:
+        capped.append(note)
+        logger.warning("settings: %s", note)
+    return used
+
+
+def _at_most(name: str, number: float, maximum: float | None, strict: bool) -> Any:
+    if maximum is None or number <= maximum:
+        return number
+    limit = type(number)(maximum)
+    shown = f"{number:g}" if isinstance(number, float) else str(number)
+    return _cap(name, shown, limit, strict, f"{name} must be <= {limit}, got {shown}")
+
+
+def section_from_env(cls: type[C], *, strict: bool | None = None) -> C:
+    """Build one config section from its defaults overridden by the environment.
+
+    A number beyond its section's maximum (or a keep_alive beyond KEEP_ALIVE_MAX) is an EnvError
+    when ``strict`` (by default: when the environment is the settings source), else the limit is
+    used and noted in ``capped``.
+    """
+    if strict is None:
+        strict = settings_source() == "environment"
     defaults = cls()
     maxima: dict[str, float] = getattr(cls, "maxima", {})
-    values = {f.name: _read(env_name(cls, f.name), getattr(defaults, f.name), maxima.get(f.name)) for f in fields(cls)}
+    values = {
+        f.name: _read(env_name(cls, f.name), getattr(defaults, f.name), maxima.get(f.name), strict) for f in fields(cls)
+    }
     for name, choices in BACKEND_CHOICES.items():
         if name in values and values[name] not in choices:
             raise EnvError(f"{env_name(cls, name)} must be one of {list(choices)}, got {values[name]!r}")
     if cls is ProviderConfig:
-        for name, problem in (
-            ("ollama_base_url", base_url_problem(values["ollama_base_url"])),
-            ("keep_alive", keep_alive_problem(values["keep_alive"])),
-        ):
-            if problem:
-                raise EnvError(f"{env_name(cls, name)}={values[name]!r}: {problem}")
+        variable = env_name(cls, "keep_alive")
+        problem = keep_alive_problem(values["keep_alive"])
+        if problem and duration_seconds(values["keep_alive"]) is not None:  # only too long
+            refusal = f"{variable}={values['keep_alive']!r}: {problem}"
+            values["keep_alive"] = _cap(variable, values["keep_alive"], KEEP_ALIVE_MAX, strict, refusal)
+        elif problem:
+            raise EnvError(f"{variable}={values['keep_alive']!r}: {problem}")
+        problem = base_url_problem(values["ollama_base_url"])
+        if problem:
+            raise EnvError(f"{env_name(cls, 'ollama_base_url')}={values['ollama_base_url']!r}: {problem}")
     return cls(**values)
 
 
 def from_env() -> RuntimeConfig:
+    """The environment's settings: strict about limits only when they are the settings in force
+    (RAGSITE_SETTINGS_SOURCE=environment); otherwise they seed rows, and are capped."""
+    capped.clear()
     return RuntimeConfig(
         provider=section_from_env(ProviderConfig),
         breaker=section_from_env(BreakerConfig),

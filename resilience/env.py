@@ -89,14 +89,25 @@ def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
     return value
 
 
+LOG_LEVELS = ["debug", "info", "warning", "warn", "error", "critical", "notset"]
+
+
 def env_log_level(name: str, default: str) -> str:
-    """A logging level name (DEBUG, INFO, WARNING, ERROR, CRITICAL), upper-cased."""
-    return env_choice(name, default.lower(), ["debug", "info", "warning", "error", "critical"]).upper()
+    """A logging level name (DEBUG, INFO, WARNING or WARN, ERROR, CRITICAL, NOTSET), upper-cased."""
+    level = env_choice(name, default.lower(), LOG_LEVELS).upper()
+    return "WARNING" if level == "WARN" else level
 
 
-def env_dir(name: str, default: Path) -> Path:
-    """A directory the process can write to, created if missing."""
+def env_path(name: str, default: Path) -> Path:
+    """A folder's path, not created: a file there is refused, a missing folder is fine."""
     path = Path(env_str(name, str(default))).expanduser()
+    if path.exists() and not path.is_dir():
+        raise EnvError(f"{name}={path} is not a directory")
+    return path
+
+
+def writable_dir(path: Path, name: str) -> Path:
+    """``path`` created if missing; EnvError naming ``name`` when it cannot be or is not writable."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -104,6 +115,11 @@ def env_dir(name: str, default: Path) -> Path:
     if not (path.is_dir() and os.access(path, os.W_OK | os.X_OK)):
         raise EnvError(f"{name}={path} is not a writable directory")
     return path
+
+
+def env_dir(name: str, default: Path) -> Path:
+    """A directory the process can write to, created if missing."""
+    return writable_dir(env_path(name, default), name)
 
 
 def env_list(name: str, default: Sequence[str]) -> list[str]:

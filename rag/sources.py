@@ -97,26 +97,39 @@ def _walk(root: Path) -> list[tuple[Path, Path] | tuple[Path, str]]:
     return sorted(found, key=lambda pair: pair[1] if isinstance(pair[1], Path) else pair[0])
 
 
+def path_problem(raw: str | Path) -> str | None:
+    """Why a path given on the command line cannot be ingested at all, or None (its files may
+    still fail one by one)."""
+    path = Path(raw).expanduser()
+    if not str(raw).strip():  # Path("") is the current folder: never what was meant
+        return "empty path"
+    try:
+        if path.is_dir():
+            return None if os.access(path, os.R_OK | os.X_OK) else "cannot read folder: permission denied"
+        if path.is_file():
+            return None if os.access(path, os.R_OK) else "cannot read: permission denied"
+        return "not a file or folder" if path.exists() else "no such file or directory"
+    except OSError as exc:
+        return _unusable(exc, "cannot read: ")
+
+
 def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tuple[Path, str]]:
     """(root, file) for the files under the given paths (recursively), or (path, reason) for a path
     that is unusable. A folder given is the root of the files found in it; a file's root is its folder.
     """
     for raw in paths:
         path = Path(raw).expanduser()
-        if not str(raw).strip():  # Path("") is the current folder: never what was meant
-            yield (path, "empty path")
-            continue
         try:
-            if path.is_dir():
+            if str(raw).strip() and path.is_dir():
                 yield from _walk(path.resolve())
-            elif path.is_file():
+                continue
+            if str(raw).strip() and path.is_file():
                 yield path.resolve().parent, path.resolve()
-            elif path.exists():
-                yield (path, "not a file or folder")
-            else:
-                yield (path, "no such file or directory")
+                continue
         except OSError as exc:
             yield (path, _unusable(exc, "cannot read: "))
+            continue
+        yield (path, path_problem(raw) or "not a file or folder")
 
 
 def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]:

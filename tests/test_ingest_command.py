@@ -261,6 +261,30 @@ def test_a_restricted_ingest_that_cannot_read_its_paths_leaves_the_collection_as
     assert "nonexistent.txt: no such file or directory" in err.getvalue()
     collection = Collection.objects.get(name="c1")
     assert collection.visibility == "public" and not collection.groups.exists()
-    # Nor does --if-empty restrict a collection it leaves alone.
-    assert "nothing to do" in ingest(str(tmp_path), "--collection", "c1", "--if-empty", "--restricted-to", "g1")
-    assert Collection.objects.get(name="c1").visibility == "public"
+    # --if-empty adds no document to a collection that has some, but restricts it as asked.
+    said = ingest(str(tmp_path), "--collection", "c1", "--if-empty", "--restricted-to", "g1")
+    assert "Collection 'c1' (restricted to g1) already has documents; nothing to do." in said
+    collection = Collection.objects.get(name="c1")
+    assert collection.visibility == "restricted" and [g.name for g in collection.groups.all()] == ["g1"]
+
+
+def test_a_restricted_ingest_fails_an_unreadable_file_inside_a_folder_alone(tmp_path, unreadable):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="g1")
+    root = tmp_path / "docs"
+    (root / "locked").mkdir(parents=True)
+    (root / "good.txt").write_text("Deployments happen on Tuesdays.", encoding="utf-8")
+    (root / "locked" / "inside.txt").write_text("Never read.", encoding="utf-8")
+    unreadable(root / "locked")
+    err = StringIO()
+    try:
+        with pytest.raises(CommandError, match=r"1 file\(s\) failed.*1 new, 0 updated, 0 unchanged, 1 failed"):
+            args = [str(root), "--collection", "c2", "--restricted-to", "g1", "--no-progress"]
+            call_command("ingest", *args, stdout=StringIO(), stderr=err)
+    finally:
+        (root / "locked").chmod(0o755)
+    assert f"FAILED {root}/locked: cannot read folder: permission denied" in err.getvalue()
+    collection = Collection.objects.get(name="c2")
+    assert collection.visibility == "restricted"
+    assert list(collection.documents.values_list("source", flat=True)) == ["good.txt"]

@@ -9,7 +9,7 @@ from rag.ingestion import IngestReport, ingest_items
 from rag.management.base import RagCommand
 from rag.management.progress import Progress
 from rag.models import Collection, JobStatus, collection_name_validator
-from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
+from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items, path_problem, printable
 
 
 class Command(RagCommand):
@@ -67,24 +67,26 @@ class Command(RagCommand):
         unknown = sorted(set(restricted_to) - {group.name for group in groups})
         if unknown:
             raise CommandError(f"No group named {', '.join(map(repr, unknown))}: create it in the admin first.")
+        if groups:
+            # The paths named are checked before the collection changes: a typo leaves it as it
+            # was (public stays public). Files inside them fail one by one, as without it.
+            problems = [(path, path_problem(path)) for path in paths]
+            for path, problem in problems:
+                if problem:
+                    self.stderr.write(f"FAILED {printable(path)}: {problem}")
+            if any(problem for _, problem in problems):
+                raise CommandError(
+                    f"{sum(1 for _, p in problems if p)} path(s) cannot be read: nothing was ingested and "
+                    f"collection {collection!r} was left as it was."
+                )
+            restrict_collection(name=collection, groups=groups)
         if if_empty and Collection.objects.filter(name=collection, documents__isnull=False).exists():
-            return f"Collection {collection!r} already has documents; nothing to do."
+            restricted = f" (restricted to {', '.join(g.name for g in groups)})" if groups else ""
+            return f"Collection {collection!r}{restricted} already has documents; nothing to do."
 
         items = list(file_items(paths)) if paths else []
         if demo:
             items.extend(demo_items())
-        if groups:
-            # Everything that can be checked is, before the collection changes: a command that
-            # fails on its paths leaves the collection as it was (public stays public).
-            unreadable = [item for item in items if isinstance(item, FileResult)]
-            for result in unreadable:
-                self.stderr.write(f"FAILED {result.source}: {result.reason}")
-            if unreadable:
-                raise CommandError(
-                    f"{len(unreadable)} path(s) cannot be read: nothing was ingested and collection "
-                    f"{collection!r} was left as it was."
-                )
-            restrict_collection(name=collection, groups=groups)
         if options.get("background"):
             return self.queue(items, collection)
         with Progress(self, options, total=len(items), unit="file", desc="ingest") as progress:

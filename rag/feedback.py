@@ -10,6 +10,7 @@ answered as unknown.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,19 @@ def export_feedback(path: Path, *, collection: str | None = None) -> tuple[int, 
 
 def write_whole(text: str, path: Path) -> None:
     """Write ``text`` beside ``path``, then move it over ``path`` in one step: a failure part way
-    leaves the old file as it was. The file gets the permissions a plain new file would."""
+    leaves the old file as it was. A file replaced keeps its permissions; a new one gets those a
+    plain new file would."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -110,7 +110,7 @@ def _prepare(item: SourceItem, collection: Collection | None) -> _Pending | File
     if not chunks:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
     sentences = [answer_sentences(text) for _, text in chunks]
-    return _Pending(item, sha256, parsed.title, chunks, sentences)
+    return _Pending(item, sha256, item.title[:512] or parsed.title, chunks, sentences)
 
 
 def _batch_plan(texts: list[str], embedder: Embedder, arrange: bool) -> tuple[list[str], list[int], list[int]]:
@@ -359,7 +359,12 @@ def ingest_document(
     """Ingest one document given as bytes (the API's upload and text paths, and jobs; ``root`` is the
     folder of a file queued by the ingest command)."""
     item = SourceItem(
-        source=source, data=data, media_type=media_type, fallback_title=title or fallback_title or source, root=root
+        source=source,
+        data=data,
+        media_type=media_type,
+        fallback_title=title or fallback_title or source,
+        root=root,
+        title=title,
     )
     report = ingest_items([item], collection_name=collection_name, chunk_progress=chunk_progress)
     if report.aborted and not report.results:
@@ -367,8 +372,6 @@ def ingest_document(
     result = report.results[0]
     if result.retryable and report.aborted:
         result.reason = report.aborted  # "embeddings unavailable: ...", the cause rather than its effect
-    if title and result.document_id and result.status in (FileStatus.NEW, FileStatus.UPDATED):
-        Document.objects.filter(pk=result.document_id).update(title=title[:512])
     return result
 
 

@@ -30,6 +30,9 @@ class SourceItem:
     # The folder a file was read from (never shown; ``source`` is the path relative to it). Empty
     # for documents that are not files (the API's, the demo's): nothing ever reads them again.
     root: str = ""
+    # A title given with the document (the API's ``title``): the document's title instead of the
+    # one read from its text, written in the same transaction as its text.
+    title: str = ""
 
 
 class FileStatus(StrEnum):

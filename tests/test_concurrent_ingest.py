@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from rag.ingestion import ingest_document, ingest_items
-from rag.models import Chunk, Collection, Document
+from rag.models import CachedEmbedding, Chunk, Collection, Document
 from rag.sources import FileStatus, SourceItem
 
 
@@ -58,12 +58,17 @@ def test_concurrent_writers_of_one_new_document_all_succeed(django_db_setup, dja
         try:
             start.wait()
             results[n] = ingest_document(
-                collection_name="ops-race", source="api:rota", data=texts[n].encode(), media_type="text/plain"
+                collection_name="ops-race",
+                source="api:rota",
+                data=texts[n].encode(),
+                media_type="text/plain",
+                title=f"Rota {n}",
             )
         finally:
             connection.close()
 
     with django_db_blocker.unblock():
+        cached_before = CachedEmbedding.objects.order_by("-id").values_list("id", flat=True).first() or 0
         try:
             threads = [threading.Thread(target=write, args=(n,)) for n in range(len(texts))]
             for thread in threads:
@@ -76,6 +81,8 @@ def test_concurrent_writers_of_one_new_document_all_succeed(django_db_setup, dja
             document = Document.objects.get(collection__name="ops-race", source="api:rota")
             text = document.chunks.get().text
             assert text in texts and hashlib.sha256(text.encode()).hexdigest() == document.sha256  # one writer's
+            assert document.title == f"Rota {texts.index(text)}"  # that writer's title with its text
             assert Document.objects.filter(collection__name="ops-race").count() == 1
         finally:
             Collection.objects.filter(name="ops-race").delete()
+            CachedEmbedding.objects.filter(id__gt=cached_before).delete()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from io import StringIO
 
 import pytest
@@ -168,6 +169,7 @@ def export(path, *args: str) -> str:
 def test_export_feedback_never_overwrites_a_file_unless_forced(judged_feedback, tmp_path):
     path = tmp_path / "feedback.jsonl"
     path.write_text("my own golden set\n", encoding="utf-8")
+    path.chmod(0o640)  # shared with a group, say
     with pytest.raises(CommandError, match=r"feedback\.jsonl already exists: give --force to replace it"):
         export(path)
     assert path.read_text(encoding="utf-8") == "my own golden set\n"
@@ -175,6 +177,7 @@ def test_export_feedback_never_overwrites_a_file_unless_forced(judged_feedback, 
     assert "Wrote 1 golden-set line(s)" in export(path, "--force")
     assert json.loads(path.read_text(encoding="utf-8"))["expected"] == ["facility:boilers"]
     assert [p.name for p in tmp_path.iterdir()] == ["feedback.jsonl"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # the file replaced keeps its permissions
 
 
 def test_export_feedback_refuses_an_unknown_collection(judged_feedback, tmp_path):

@@ -25,7 +25,7 @@ from rag.chunking import answer_sentences, chunk_sections
 from rag.collections import get_collection
 from rag.embedding_cache import caching
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index, text_lengths
-from rag.models import Chunk, Collection, Document, Sentence
+from rag.models import Chunk, Collection, Document, Sentence, Visibility
 from rag.readers import ReadError, parse_bytes
 from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
 from resilience import config
@@ -183,14 +183,42 @@ def _claim(pending: _Pending, collection: Collection) -> tuple[Document, FileSta
     return document, FileStatus.UPDATED
 
 
+@dataclass(frozen=True)
+class Into:
+    """Which collection a queued document may be written to, decided when it was queued: the one
+    with id ``pk`` (None: a new one, which may be created, or found public)."""
+
+    pk: int | None
+
+
+def _target(collection_name: str, into: Into | None) -> Collection | str:
+    """The collection to write to (created if need be), or why the document may not be written."""
+    if into is None:
+        return get_collection(collection_name, create=True)
+    if into.pk is not None:
+        found = Collection.objects.filter(pk=into.pk, name=collection_name).first()
+        return found or f"collection {collection_name!r} was deleted or renamed after the document was queued"
+    collection = get_collection(collection_name, create=True)
+    if collection.visibility != Visibility.PUBLIC:
+        return f"collection {collection_name!r} was created restricted after the document was queued"
+    return collection
+
+
 def _write(
-    pending: _Pending, vectors: np.ndarray, sentence_vectors: np.ndarray, model_name: str, collection_name: str
+    pending: _Pending,
+    vectors: np.ndarray,
+    sentence_vectors: np.ndarray,
+    model_name: str,
+    collection_name: str,
+    into: Into | None = None,
 ) -> FileResult:
     """Write one document and its chunks in one transaction: all of it or none of it (the
     collection too, when this is its first document)."""
     item = pending.item
     with transaction.atomic():
-        collection = get_collection(collection_name, create=True)
+        collection = _target(collection_name, into)
+        if isinstance(collection, str):
+            return FileResult(item.source, FileStatus.FAILED, reason=collection)
         document, status = _claim(pending, collection)
         if status == FileStatus.UNCHANGED:
             return FileResult(item.source, status, document_id=document.pk)
@@ -233,6 +261,7 @@ def ingest_items(
     chunk_progress: Callable[[int, int], None] | None = None,
     use_embedding_cache: bool = True,
     arrange_batches: bool = True,
+    into: Into | None = None,
 ) -> IngestReport:
     """Ingest documents: unchanged ones are skipped, changed ones replaced, bad ones reported.
 
@@ -241,6 +270,7 @@ def ingest_items(
     total)`` is told after each batch how many chunks are embedded of those found so far.
     ``use_embedding_cache=False`` asks the model for every chunk and ``arrange_batches=False``
     embeds every text in the order found, as ingestion once did (benchmarks of the model's throughput).
+    ``into`` (queued documents) is the collection decided when they were queued.
     """
     started = time.perf_counter()
     report = IngestReport()
@@ -309,7 +339,7 @@ def ingest_items(
             sentence_part = vectors[sentence_offset : sentence_offset + count]
             sentence_offset += count
             try:
-                record(_write(p, part, sentence_part, embedder.name, collection_name))
+                record(_write(p, part, sentence_part, embedder.name, collection_name, into))
             except IntegrityError as exc:
                 record(FileResult(p.item.source, FileStatus.FAILED, reason=f"database refused it: {exc}"))
         pending.clear()
@@ -355,6 +385,7 @@ def ingest_document(
     fallback_title: str = "",
     root: str = "",
     chunk_progress: Callable[[int, int], None] | None = None,
+    into: Into | None = None,
 ) -> FileResult:
     """Ingest one document given as bytes (the API's upload and text paths, and jobs; ``root`` is the
     folder of a file queued by the ingest command)."""
@@ -366,7 +397,7 @@ def ingest_document(
         root=root,
         title=title,
     )
-    report = ingest_items([item], collection_name=collection_name, chunk_progress=chunk_progress)
+    report = ingest_items([item], collection_name=collection_name, chunk_progress=chunk_progress, into=into)
     if report.aborted and not report.results:
         return FileResult(source, FileStatus.FAILED, reason=report.aborted, retryable=True)
     result = report.results[0]

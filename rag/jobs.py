@@ -23,8 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 from procrastinate.contrib.django import app
 
-from rag.ingestion import ingest_document
-from rag.models import Job, JobKind, JobStatus, JobUpload
+from rag.ingestion import Into, ingest_document
+from rag.models import Collection, Document, Job, JobKind, JobStatus, JobUpload
 from rag.readers import ReadError
 from rag.sources import FileResult, FileStatus, SourceItem
 from rag.sql import lazy_commit
@@ -110,6 +110,9 @@ def queue_document(
     job = Job.objects.create(
         kind=JobKind.INGEST,
         collection=collection_name,
+        # The collection as it is now: the worker writes into this one only (a rename or a delete
+        # meanwhile fails the job instead of creating a new, public collection of that name).
+        collection_pk=Collection.objects.filter(name=collection_name).values_list("pk", flat=True).first(),
         source=source,
         file_root=root,
         title=title[:512],
@@ -251,6 +254,8 @@ def finish(job: Job, *, result: str = "", document_id: int | None = None, reason
             fields["result"] = result
         if document_id is not None:
             fields["document_id"] = document_id
+            if job.collection_pk is None:  # the collection it created, or found
+                fields["collection_pk"] = Document.objects.filter(pk=document_id).values("collection_id")[:1]
         Job.objects.filter(pk=job.pk).update(**fields)
         JobUpload.objects.filter(job=job).delete()
 
@@ -270,6 +275,7 @@ def run_ingest(job: Job) -> FileResult:
         fallback_title=job.params.get("fallback_title") or job.source,
         root=job.file_root,
         chunk_progress=lambda done, total: progress(job, done, total),
+        into=Into(job.collection_pk),
     )
 
 

@@ -174,13 +174,17 @@ def documents(caller: Caller) -> QuerySet[Document]:
 
 def jobs(caller: Caller) -> QuerySet[Job]:
     """The background jobs ``caller`` may follow: uploads to collections it may read, or to one
-    not created yet (it will be public); re-embedding and warm-up jobs, operators only."""
+    not created yet (it will be public); re-embedding and warm-up jobs, and uploads to a collection
+    deleted since, operators only."""
     if caller.everything:
         return Job.objects.all()
     uploads = Job.objects.filter(kind=JobKind.INGEST).exclude(collection="")
+    # A job knows its collection by id once it exists (rag.jobs): renamed or deleted since, the
+    # collection still decides (a deleted one: operators only).
+    known = Q(collection_pk__in=readable(caller).values("pk"))
     readable_names = readable(caller).values("name")
     not_yet = ~Q(collection__in=Collection.objects.values("name"))
-    return uploads.filter(Q(collection__in=readable_names) | not_yet)
+    return uploads.filter(known | Q(collection_pk__isnull=True) & (Q(collection__in=readable_names) | not_yet))
 
 
 def tagged(caller: Caller, rows: QuerySet, field: str = "collection_ids") -> QuerySet:

@@ -143,6 +143,63 @@ def test_a_warm_up_job_caches_its_questions(ollama_facilities):
 # HOUSEKEEPING
 
 
+def restricted(name: str) -> Collection:
+    from django.contrib.auth.models import Group
+
+    from rag.collections import restrict_collection
+
+    return restrict_collection(name=name, groups=[Group.objects.create(name=f"team-{name}")])
+
+
+def queue_memo(collection: str) -> Job:
+    return jobs.queue_document(
+        collection_name=collection, source="api:memo", data=b"The audit starts on Monday.", media_type="text/plain"
+    )
+
+
+def test_a_job_of_a_restricted_collection_renamed_since_stays_hidden_and_writes_nothing():
+    collection = restricted("hr-secret")
+    queued = queue_memo("hr-secret")
+    assert Client().get(queued.url).status_code == 404
+    collection.name = "hr-secret-2025"
+    collection.save()
+    assert Client().get(queued.url).status_code == 404, "the job still belongs to the renamed collection"
+    with pytest.raises(jobs.JobFailed, match="collection 'hr-secret' was deleted or renamed after"):
+        tasks.ingest(FirstAttempt(), queued.pk)
+    assert not Collection.objects.filter(name="hr-secret").exists(), "no public collection of the old name"
+    assert not Document.objects.filter(source="api:memo").exists()
+
+
+def test_a_job_of_a_deleted_restricted_collection_is_for_operators_only(admin_client):
+    from rag.collections import delete_collection
+
+    collection = restricted("hr-gone")
+    queued = queue_memo("hr-gone")
+    delete_collection(collection=collection)
+    assert Client().get(queued.url).status_code == 404, "not shown as a job of a collection not created yet"
+    assert admin_client.get(queued.url).json()["collection"] == "hr-gone"
+    with pytest.raises(jobs.JobFailed, match="collection 'hr-gone' was deleted or renamed after"):
+        tasks.ingest(FirstAttempt(), queued.pk)
+    assert not Collection.objects.filter(name="hr-gone").exists(), "not created again, public"
+
+
+def test_a_job_for_a_new_collection_never_writes_into_one_created_restricted_meanwhile():
+    queued = queue_memo("fresh-name")
+    restricted("fresh-name")
+    with pytest.raises(jobs.JobFailed, match="collection 'fresh-name' was created restricted after"):
+        tasks.ingest(FirstAttempt(), queued.pk)
+    assert not Document.objects.filter(source="api:memo").exists()
+
+
+def test_a_job_for_a_new_collection_creates_it_and_belongs_to_it():
+    queued = queue_memo("fresh-public")
+    assert queued.collection_pk is None
+    assert tasks.ingest(FirstAttempt(), queued.pk) == "new"
+    queued.refresh_from_db()
+    assert queued.collection_pk == Collection.objects.get(name="fresh-public").pk
+    assert Client().get(queued.url).json()["status"] == "done"
+
+
 def test_housekeeping_keeps_what_its_retention_says(resilience_config):
     resilience_config(jobs={"query_log_retention_days": 30, "job_retention_days": 7})
     now = timezone.now()

@@ -30,6 +30,12 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     # The collection's name, not a foreign key: the collection is created when the document is written.
     collection = models.CharField(max_length=64, blank=True)
+    # The id of that collection when the job was queued (or when its worker created it): a job is
+    # shown to those who may read that collection, and writes only into it, even after a rename
+    # or a delete. None for a collection the job is to create.
+    collection_pk = models.BigIntegerField(
+        null=True, blank=True, help_text="The collection's id when the job was queued (None: a new collection)."
+    )
     source = models.CharField(max_length=1024, blank=True, help_text="The document's source, for ingestion.")
     file_root = models.CharField(
         max_length=1024, blank=True, help_text="The folder a file was read from (never shown), as on its document."

@@ -39,7 +39,7 @@ import numpy as np
 from rag import answer_cache, query_log, visibility
 from rag.cache_counters import count
 from rag.declining import covers
-from rag.embedding_cache import caching, embed_uncached
+from rag.embedding_cache import caching, embed_question
 from rag.embeddings import get_embedder
 from rag.first_look import first_look
 from rag.generation import extractive_answer, invalid_citations, ollama_answer, ollama_stream
@@ -195,8 +195,9 @@ class _Run:
     def _embed(self) -> np.ndarray | None:
         with self._timed("embed"):
             try:
-                # The first statement found no cached vector: the model's, stored for the next time.
-                return embed_uncached(self.embedder, [self.question])[0]
+                # The first statement found no cached vector: the model's, stored for the next time
+                # the question is asked of these collections.
+                return embed_question(self.embedder, self.question, self.collections.ids)
             except OllamaError as exc:
                 self.reasons.append(f"embeddings unavailable: {exc.reason}")
                 return None

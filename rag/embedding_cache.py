@@ -2,11 +2,18 @@
 
 Vectors are keyed by the embedder's name and the text's hash, so an unchanged chunk of an edited
 file, or a question asked again, costs no model call.
+
+A question's vector is keyed by its text *and* the collections it was asked of (``question_key``):
+were it keyed by its text alone, a question worded like a sentence of a restricted document, or
+like another team's question, would come back without its ``embed`` stage, and faster, telling
+anyone that those words are in a collection they may not read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +75,29 @@ def embed_cached(embedder: Any, texts: list[str]) -> np.ndarray:
         logger.warning("embedding cache: %s vectors of different dimensions; embedding afresh", embedder.name)
         return embedder.embed(texts)
     return np.stack(vectors)
+
+
+def question_key(question: str, collection_ids: Sequence[int]) -> str:
+    """The cache key of a question's vector asked of these collections (ids in ascending order)."""
+    scoped = f"{text_hash(question)}:{','.join(map(str, collection_ids))}"
+    return hashlib.sha256(scoped.encode("utf-8")).hexdigest()
+
+
+# ``question_key`` in SQL: the first parameter is ``text_hash(question) + ":"``, and ``scope.ids``
+# the collection ids in ascending order (rag.first_look).
+QUESTION_KEY_SQL = "encode(sha256(convert_to(%s || array_to_string(scope.ids, ','), 'UTF8')), 'hex')"
+
+
+def embed_question(embedder: Any, question: str, collection_ids: Sequence[int]) -> np.ndarray:
+    """The model's vector for a question not cached for these collections, then cached for them
+    when ``embedder`` is a caching one."""
+    inner = embedder.inner if isinstance(embedder, CachingEmbedder) else None
+    if inner is None:
+        return embedder.embed([question])[0]
+    vector = np.asarray(inner.embed([question]), dtype=np.float32)[0]
+    key = question_key(question, collection_ids)
+    safely("embedding store", _save_embeddings, embedder.name, {key: vector}, default=None)
+    return vector
 
 
 def embed_uncached(embedder: Any, texts: list[str]) -> np.ndarray:

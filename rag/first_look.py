@@ -8,7 +8,7 @@ One statement, data-modifying CTEs and all:
   ``readable_sql``), with their corpus versions;
 - looks the question up in the answer cache by its normalised text, at those versions, only if
   the throttle let it through and every collection named is readable;
-- when there is no hit, fetches the question's cached embedding (the semantic lookup needs it);
+- when there is no hit, fetches the question's cached embedding for these collections (the semantic lookup needs it);
 - takes the query log id the answer will carry (rag.query_log).
 
 So an exact hit answers after this one round trip (its hit count and log row are written in the
@@ -34,6 +34,7 @@ from django.db import connection
 from rag import bookkeeping
 from rag.answer_cache import ANSWERS, COLLECTIONS, Hit, cutoffs, generation_key, to_hit
 from rag.cache_counters import record_error
+from rag.embedding_cache import QUESTION_KEY_SQL
 from rag.generation import PROMPT_VERSION
 from rag.models import CachedEmbedding, CacheOutcome
 from rag.query_log import NEXT_ID_SQL
@@ -139,10 +140,10 @@ def _run(
     if embedding:
         no_hit = " AND NOT EXISTS (SELECT 1 FROM hit)" if exact else ""
         ctes.append(
-            f"emb AS (SELECT e.embedding::text AS vector FROM {EMBEDDINGS} e "
-            f"WHERE e.model = %s AND e.text_hash = %s{no_hit} LIMIT 1)"
+            f"emb AS (SELECT e.embedding::text AS vector FROM {EMBEDDINGS} e, scope "
+            f"WHERE e.model = %s AND e.text_hash = {QUESTION_KEY_SQL}{no_hit} LIMIT 1)"
         )
-        params += [embedding_model, text_hash(question)]
+        params += [embedding_model, f"{text_hash(question)}:"]
     columns = [
         "(SELECT t.count FROM t), (SELECT t.previous FROM t)" if throttle is not None else "NULL, NULL",
         "scope.ids, scope.versions, scope.names",

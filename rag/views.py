@@ -60,7 +60,10 @@ def _access_refused(request: HttpRequest, *, asking: bool) -> tuple[int, str, di
         enforce(request, QueryApi, throttle=asking)
     except (exceptions.NotAuthenticated, exceptions.AuthenticationFailed, exceptions.PermissionDenied) as exc:
         headers = {"WWW-Authenticate": ApiKeyAuthentication().authenticate_header(request)}
-        message = "Questions here are answered for signed-in staff only: please sign in."
+        if request.user.is_authenticated:  # signed in, but not staff
+            message = "Questions here are answered for staff only, and your account is not a staff account."
+        else:
+            message = "Questions here are answered for signed-in staff only: please sign in."
         return exc.status_code, message, headers if exc.status_code == 401 else {}
     except exceptions.Throttled as exc:
         wait = max(1, math.ceil(exc.wait or 1))

@@ -99,6 +99,8 @@ def test_key_only_mode_asks_visitors_to_sign_in_instead_of_answering(client, dem
     client.force_login(User.objects.create_user("visitor", password="x"))
     response = client.get("/", {"q": QUESTION})
     assert response.status_code == 403 and 'id="answer-text"' not in response.content.decode()
+    assert "your account is not a staff account" in response.content.decode()
+    assert "please sign in" not in response.content.decode(), "already signed in"
 
 
 def test_key_only_mode_answers_signed_in_staff(client, demo_corpus, resilience_config):

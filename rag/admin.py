@@ -278,8 +278,12 @@ class CachedAnswerAdmin(admin.ModelAdmin):
     change_list_template = "admin/rag/cachedanswer/change_list.html"
     exclude = ["embedding"]
 
+    def visible(self, request: HttpRequest) -> QuerySet[CachedAnswer]:
+        """The entries this user sees, deletes and flushes: those of collections they may read."""
+        return visibility.tagged(caller_of(request), super().get_queryset(request))
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[CachedAnswer]:
-        entries = visibility.tagged(visibility.Caller.for_user(request.user), super().get_queryset(request))
+        entries = self.visible(request)
         names = RawSQL(
             f"SELECT string_agg(c.name, ',' ORDER BY c.name) FROM {Collection._meta.db_table} c "
             f"WHERE c.id = ANY({CachedAnswer._meta.db_table}.collection_ids)",
@@ -329,20 +333,25 @@ class CachedAnswerAdmin(admin.ModelAdmin):
         ]
 
     def flush_view(self, request: HttpRequest) -> HttpResponse:
-        """Ask, then delete every cached answer (the counters and the embedding cache stay)."""
+        """Ask, then delete every cached answer this user may see: all of them for a superuser, the
+        answers of collections they may read for other staff (the counters and the embedding cache
+        stay)."""
         if not self.has_delete_permission(request):
             raise PermissionDenied
         changelist = reverse("admin:rag_cachedanswer_changelist")
+        everything = request.user.is_superuser
+        entries = self.visible(request)
         if request.method == "POST":
-            _, deleted = CachedAnswer.objects.all().delete()
+            _, deleted = entries.delete()
             count = deleted.get(CachedAnswer._meta.label, 0)
-            messages.success(request, f"Flushed the semantic cache: {count} answers deleted.")
+            scope = "the semantic cache" if everything else "the cached answers of the collections you may read"
+            messages.success(request, f"Flushed {scope}: {count} answers deleted.")
             return HttpResponseRedirect(changelist)
         context = {
             **self.admin_site.each_context(request),
-            "title": "Flush the semantic cache?",
+            "title": "Flush the semantic cache?" if everything else "Flush your collections' cached answers?",
             "opts": self.model._meta,
-            "entries": CachedAnswer.objects.count(),
+            "entries": entries.count(),
             "changelist_url": changelist,
         }
         return TemplateResponse(request, "admin/rag/cachedanswer/flush.html", context)

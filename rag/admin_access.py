@@ -3,7 +3,9 @@
 A key is shown once, on the page answering the form that issued it. Its scope (the collections it
 reads besides the public ones, or all of them, and whether it writes there) is edited afterwards;
 every process applies a change at the key's next request. Staff who are not superusers grant no
-more than they may read themselves (rag.visibility), and cannot change a key that reads more.
+more than they may read themselves (rag.visibility), and neither see nor change a key that reads
+more (one for all collections, or naming a collection they may not read): to them it does not
+exist.
 Changes of who may read what (a key's scope here, a collection's visibility and groups in
 rag.admin) are kept in the object's history as old -> new values.
 """
@@ -66,7 +68,14 @@ class ApiKeyAdmin(ValuesInHistory):
     INFO = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
-        return super().get_queryset(request).prefetch_related("collections")
+        keys = super().get_queryset(request).prefetch_related("collections")
+        if request.user.is_superuser:
+            return keys
+        # Whoever created it: a key reading more than this user may is not theirs to see.
+        unreadable = ApiKey.collections.through.objects.exclude(
+            collection_id__in=visibility.readable(caller_of(request)).values("pk")
+        )
+        return keys.filter(all_collections=False).exclude(pk__in=unreadable.values("apikey_id"))
 
     @admin.display(description="reads")
     def scope(self, key: ApiKey) -> str:
@@ -100,7 +109,7 @@ class ApiKeyAdmin(ValuesInHistory):
             return False
         if obj is None or request.user.is_superuser:
             return True
-        # A key that reads what this user may not stays theirs to see, not to change.
+        # Checked again on the row itself: its scope may have grown since the list was shown.
         readable = visibility.readable(caller_of(request))
         return not obj.all_collections and not obj.collections.exclude(pk__in=readable).exists()
 
@@ -139,9 +148,16 @@ class ApiKeyAdmin(ValuesInHistory):
     # Revoking changes a key: staff who may only view keys must not cut off every client.
     @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = 0
+        revoked = left = 0
         for key in queryset.filter(revoked_at__isnull=True):
+            if not self.has_change_permission(request, key):
+                left += 1
+                continue
             key.revoke()
             self.log_change(request, key, "Revoked.")
-            count += 1
-        self.message_user(request, f"Revoked {count} key(s).", messages.SUCCESS)
+            revoked += 1
+        if left:
+            note = f"Revoked {revoked} key(s); {left} left alone: they read collections you may not change."
+            self.message_user(request, note, messages.WARNING)
+        else:
+            self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

@@ -29,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from rag import cache_counters, ingestion, jobs, sources, visibility
-from rag.admin_access import ValuesInHistory, caller_of
+from rag.admin_access import CollectionForm, ValuesInHistory, caller_of
 from rag.collections import delete_collection
 from rag.models import CachedAnswer, Chunk, Collection, Document, Job, JobStatus, QueryLog
 from resilience import config
@@ -56,6 +56,11 @@ class CollectionAdmin(ValuesInHistory):
     fields = ["name", "description", "visibility", "groups", "corpus_version", "created_at"]
     readonly_fields = ["corpus_version", "created_at"]
     filter_horizontal = ["groups"]
+    form = CollectionForm
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})  # a class per request: no shared state
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
         return (

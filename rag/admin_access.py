@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
 from rag import visibility
-from rag.models import ApiKey
+from rag.models import ApiKey, Visibility
 
 
 def caller_of(request: HttpRequest) -> visibility.Caller:
@@ -161,3 +161,22 @@ class ApiKeyAdmin(ValuesInHistory):
             self.message_user(request, note, messages.WARNING)
         else:
             self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+class CollectionForm(forms.ModelForm):
+    """A collection's form; ``user`` is set per request (CollectionAdmin.get_form)."""
+
+    user: Any = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        restricted = data.get("visibility") == Visibility.RESTRICTED
+        if restricted and self.user is not None and not self.user.is_superuser:
+            own = set(self.user.groups.values_list("pk", flat=True))
+            if not own & {group.pk for group in data.get("groups") or []}:
+                self.add_error(
+                    "groups",
+                    "Pick at least one group you are in: a restricted collection is read by its groups' "
+                    "members (and superusers) only, so without one it would vanish from your own view.",
+                )
+        return data

@@ -47,6 +47,21 @@ def test_staff_restrict_a_collection_to_groups_and_its_history_says_from_what_to
     assert "ops-team" in listing
 
 
+def test_staff_cannot_restrict_a_collection_away_from_themselves(teams):
+    """Restricted to no group of theirs, it would vanish from their own view: a form error instead."""
+    bob = staff(teams.bob, "view_collection", "change_collection")
+    ops = Group.objects.create(name="ops-team")
+    url = f"/admin/rag/collection/{teams.public.pk}/change/"
+    for groups in ([], [ops.pk]):
+        response = bob.post(url, collection_form(teams.public, visibility="restricted", groups=groups))
+        assert response.status_code == 200 and "Pick at least one group you are in" in response.content.decode()
+    assert ask(Client(), LEAVE_Q, collection=PUBLIC).status_code == 200, "left public"
+    own = list(teams.bob.groups.values_list("pk", flat=True))
+    response = bob.post(url, collection_form(teams.public, visibility="restricted", groups=[*own, ops.pk]))
+    assert response.status_code == 302
+    assert bob.get(url).status_code == 200, "still his to see"
+
+
 def test_a_key_s_scope_is_edited_with_history_and_applies_at_its_next_request(teams):
     admin = teams.client_for(teams.root)
     response = admin.post(

@@ -55,6 +55,19 @@ class ValuesInHistory(admin.ModelAdmin):
         return [{"changed": {"fields": changes}}] if changes else []
 
 
+def visible_keys(request: HttpRequest, keys: QuerySet[ApiKey] | None = None) -> QuerySet[ApiKey]:
+    """The keys this admin user may see (all of them for a superuser): whoever created it, a key
+    reading more than the user may (all collections, or one they may not read) is not theirs to
+    see, nor its name."""
+    keys = ApiKey.objects.all() if keys is None else keys
+    if request.user.is_superuser:
+        return keys
+    unreadable = ApiKey.collections.through.objects.exclude(
+        collection_id__in=visibility.readable(caller_of(request)).values("pk")
+    )
+    return keys.filter(all_collections=False).exclude(pk__in=unreadable.values("apikey_id"))
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(ValuesInHistory):
     """Staff issue and revoke API keys and set their scope. A key is shown once, right after it is created."""
@@ -68,14 +81,7 @@ class ApiKeyAdmin(ValuesInHistory):
     INFO = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
-        keys = super().get_queryset(request).prefetch_related("collections")
-        if request.user.is_superuser:
-            return keys
-        # Whoever created it: a key reading more than this user may is not theirs to see.
-        unreadable = ApiKey.collections.through.objects.exclude(
-            collection_id__in=visibility.readable(caller_of(request)).values("pk")
-        )
-        return keys.filter(all_collections=False).exclude(pk__in=unreadable.values("apikey_id"))
+        return visible_keys(request, super().get_queryset(request).prefetch_related("collections"))
 
     @admin.display(description="reads")
     def scope(self, key: ApiKey) -> str:

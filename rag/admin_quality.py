@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
 from rag import evaluation, visibility
+from rag.admin_access import visible_keys
 from rag.models import EvalRun, Feedback, QueryLog
 
 CHART_WIDTH, CHART_HEIGHT = 600, 140
@@ -184,7 +185,10 @@ class FeedbackAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
         visible = visibility.tagged(visibility.Caller.for_user(request.user), QueryLog.objects.all())
-        return super().get_queryset(request).filter(query__in=visible)
+        # A question of a public collection may come with another team's key: its name is shown
+        # only to those who may see the key.
+        keys = visible_keys(request).filter(pk=OuterRef("api_key_id"))
+        return super().get_queryset(request).filter(query__in=visible).annotate(key_shown=Exists(keys))
 
     def get_list_filter(self, request: HttpRequest) -> list[Any]:
         # Django lists that filter's choices from every query logged, not from this list's rows.
@@ -214,5 +218,5 @@ class FeedbackAdmin(admin.ModelAdmin):
         if feedback.user_id:
             return f"user {feedback.user}"
         if feedback.api_key_id:
-            return f"key {feedback.api_key}"
+            return f"key {feedback.api_key}" if getattr(feedback, "key_shown", True) else "an API key"
         return "anonymous"

@@ -128,3 +128,15 @@ def test_the_superuser_s_flush_still_empties_the_whole_cache(teams):
     assert "Delete all 3 cached answers?" in root.get(FLUSH).content.decode()
     assert "3 answers deleted" in root.post(FLUSH, follow=True).content.decode()
     assert ask(teams.client_for(teams.alice), LEAVE_Q, collection=HR).json()["cache"] == "miss"
+
+
+def test_feedback_given_with_another_team_s_key_does_not_name_the_key(teams, team_keys):
+    hr_key = keyed(team_keys["hr"][1])
+    answer = ask(hr_key, LEAVE_Q, collection=PUBLIC).json()
+    body = {"query_id": answer["query_id"], "rating": "down"}
+    assert hr_key.post("/api/feedback", body, content_type="application/json").status_code in (200, 201)
+    listing = "/admin/rag/feedback/"
+    seen_by_bob = staff(teams.bob, "view_feedback").get(listing).content.decode()
+    assert LEAVE_Q in seen_by_bob and "an API key" in seen_by_bob
+    assert "hr portal" not in seen_by_bob
+    assert "key hr portal" in teams.client_for(teams.root).get(listing).content.decode()

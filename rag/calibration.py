@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from rag import declining, golden, visibility
-from rag.embedding_cache import embed_uncached
 from rag.embeddings import get_embedder
 from rag.retrieval import hybrid_search
 
@@ -91,7 +90,7 @@ def signals(
     embedder = get_embedder()
     found = []
     for item in questions:
-        vector = embed_uncached(embedder, [item.question])[0]
+        vector = embedder.embed([item.question])[0]
         sources = hybrid_search(collections, item.question, k, model_name=embedder.name, query_vector=vector)
         best = declining.relevance(sources)
         nearest = declining.nearest_sentence(collections, model_name=embedder.name, query_vector=vector)

@@ -100,18 +100,6 @@ def embed_question(embedder: Any, question: str, collection_ids: Sequence[int]) 
     return vector
 
 
-def embed_uncached(embedder: Any, texts: list[str]) -> np.ndarray:
-    """The model's vectors for texts known not to be cached yet, stored in the cache when
-    ``embedder`` is a caching one."""
-    inner = embedder.inner if isinstance(embedder, CachingEmbedder) else None
-    if inner is None:
-        return embedder.embed(texts)
-    vectors = np.asarray(inner.embed(texts), dtype=np.float32)
-    new = {text_hash(t): v for t, v in zip(texts, vectors, strict=True)}
-    safely("embedding store", _save_embeddings, embedder.name, new, default=None)
-    return vectors
-
-
 @dataclass
 class CachingEmbedder:
     """Wraps an embedder (same name, same vectors) with the embedding cache."""

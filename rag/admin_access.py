@@ -116,8 +116,7 @@ class ApiKeyAdmin(ValuesInHistory):
         if obj is None or request.user.is_superuser:
             return True
         # Checked again on the row itself: its scope may have grown since the list was shown.
-        readable = visibility.readable(caller_of(request))
-        return not obj.all_collections and not obj.collections.exclude(pk__in=readable).exists()
+        return visible_keys(request).filter(pk=obj.pk).exists()
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:

@@ -100,20 +100,30 @@ def _walk(root: Path) -> list[tuple[Path, Path] | tuple[Path, str]]:
     return sorted(found, key=lambda pair: pair[1] if isinstance(pair[1], Path) else pair[0])
 
 
-def path_problem(raw: str | Path) -> str | None:
-    """Why a path given on the command line cannot be ingested at all, or None (its files may
-    still fail one by one)."""
-    path = Path(raw).expanduser()
+def _kind(raw: str | Path) -> str:
+    """ "dir" or "file" for a path given on the command line, or why it is neither."""
     if not str(raw).strip():  # Path("") is the current folder: never what was meant
         return "empty path"
+    path = Path(raw).expanduser()
     try:
         if path.is_dir():
-            return None if os.access(path, os.R_OK | os.X_OK) else "cannot read folder: permission denied"
+            return "dir"
         if path.is_file():
-            return None if os.access(path, os.R_OK) else "cannot read: permission denied"
+            return "file"
         return "not a file or folder" if path.exists() else "no such file or directory"
     except OSError as exc:
         return _unusable(exc, "cannot read: ")
+
+
+def path_problem(raw: str | Path) -> str | None:
+    """Why a path given on the command line cannot be ingested at all, or None (its files may
+    still fail one by one)."""
+    kind = _kind(raw)
+    if kind == "dir":
+        return None if os.access(Path(raw).expanduser(), os.R_OK | os.X_OK) else "cannot read folder: permission denied"
+    if kind == "file":
+        return None if os.access(Path(raw).expanduser(), os.R_OK) else "cannot read: permission denied"
+    return kind
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tuple[Path, str]]:
@@ -122,17 +132,16 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | tupl
     """
     for raw in paths:
         path = Path(raw).expanduser()
+        kind = _kind(raw)
         try:
-            if str(raw).strip() and path.is_dir():
+            if kind == "dir":
                 yield from _walk(path.resolve())
-                continue
-            if str(raw).strip() and path.is_file():
+            elif kind == "file":
                 yield path.resolve().parent, path.resolve()
-                continue
+            else:
+                yield (path, kind)
         except OSError as exc:
             yield (path, _unusable(exc, "cannot read: "))
-            continue
-        yield (path, path_problem(raw) or "not a file or folder")
 
 
 def file_items(paths: Iterable[str | Path]) -> Iterator[SourceItem | FileResult]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_str
+from resilience.env import EnvError, env_bool, env_choice, env_float, env_int, env_str, range_problem, shown_number
 
 logger = logging.getLogger(__name__)
 
@@ -278,10 +278,10 @@ def _read(name: str, default: Any, maximum: float | None, strict: bool) -> Any:
 capped: list[str] = []
 
 
-def _cap(name: str, asked: Any, used: Any, strict: bool, refusal: str) -> Any:
+def _cap(name: str, asked: str, used: Any, strict: bool, refusal: str) -> Any:
     if strict:
         raise EnvError(refusal)
-    note = f"{name}={asked} is above its limit; {used} is used (the admin refuses more)."
+    note = f"{name}={asked} is above its limit; {shown_number(used)} is used (the admin refuses more)."
     if note not in capped:
         capped.append(note)
         logger.warning("settings: %s", note)
@@ -289,11 +289,10 @@ def _cap(name: str, asked: Any, used: Any, strict: bool, refusal: str) -> Any:
 
 
 def _at_most(name: str, number: float, maximum: float | None, strict: bool) -> Any:
-    if maximum is None or number <= maximum:
+    refusal = None if maximum is None else range_problem(name, number, None, maximum)
+    if refusal is None:
         return number
-    limit = type(number)(maximum)
-    shown = f"{number:g}" if isinstance(number, float) else str(number)
-    return _cap(name, shown, limit, strict, f"{name} must be <= {limit}, got {shown}")
+    return _cap(name, shown_number(number), type(number)(maximum), strict, refusal)
 
 
 def section_from_env(cls: type[C], *, strict: bool | None = None) -> C:

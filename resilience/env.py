@@ -28,16 +28,24 @@ def env_str(name: str, default: str = "") -> str:
     return default if value is None else value
 
 
-def _in_range(name: str, number: float, minimum: float | None, maximum: float | None) -> None:
-    """Raise EnvError naming ``name`` when ``number`` is outside [minimum, maximum]."""
+def range_problem(name: str, number: float, minimum: float | None, maximum: float | None) -> str | None:
+    """Why ``number`` (the value of ``name``) is outside [minimum, maximum], or None."""
     if minimum is not None and number < minimum:
-        raise EnvError(f"{name} must be >= {_shown(minimum)}, got {_shown(number)}")
+        return f"{name} must be >= {shown_number(minimum)}, got {shown_number(number)}"
     if maximum is not None and number > maximum:
-        raise EnvError(f"{name} must be <= {_shown(maximum)}, got {_shown(number)}")
+        return f"{name} must be <= {shown_number(maximum)}, got {shown_number(number)}"
+    return None
 
 
-def _shown(number: float) -> str:
-    return f"{number:g}" if isinstance(number, float) else str(number)
+def _in_range(name: str, number: float, minimum: float | None, maximum: float | None) -> None:
+    problem = range_problem(name, number, minimum, maximum)
+    if problem:
+        raise EnvError(problem)
+
+
+def shown_number(value: object) -> str:
+    """A value as messages show it: 3600 for 3600.0, 1e+23 for 1e23; anything else as str()."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -116,8 +116,8 @@ BEYOND_LIMIT = [
         " must be <= 1048576, got 99999999999999999999999",
     ),
     ("RAGSITE_EMBEDDING_BATCH_SIZE", "100000000", "4096", " must be <= 4096, got 100000000"),
-    ("RAGSITE_POOL_CONNECT_TIMEOUT", "99999999999999999999999", "3600.0", " must be <= 3600.0, got 1e+23"),
-    ("RAGSITE_POOL_READ_TIMEOUT", "7200", "3600.0", " must be <= 3600.0, got 7200"),
+    ("RAGSITE_POOL_CONNECT_TIMEOUT", "99999999999999999999999", "3600", " must be <= 3600, got 1e+23"),
+    ("RAGSITE_POOL_READ_TIMEOUT", "7200", "3600", " must be <= 3600, got 7200"),
     (
         "RAGSITE_GENERATION_KEEP_ALIVE",
         "48h",
@@ -133,7 +133,7 @@ def test_a_seed_beyond_its_limit_is_capped_with_a_warning(variable, value, limit
     """The variable only seeds the admin's rows: the service starts, with the limit, and says so."""
     result = manage("check", **{variable: value})
     assert result.returncode == 0, result.stderr
-    shown = "1e+23" if value == "99999999999999999999999" and "." in limit else value
+    shown = refusal.rsplit("got ", 1)[1] if "got " in refusal else value  # as the refusal shows it
     assert f"(resilience.W001) {variable}={shown} is above its limit; {limit} is used" in result.stderr
 
 
@@ -157,7 +157,7 @@ def test_a_seed_beyond_its_limit_is_seeded_as_the_limit(monkeypatch):
     pool, provider = PoolSettings.load(), ProviderSettings.load()
     assert (pool.read_timeout, provider.keep_alive) == (3600.0, "24h")
     assert row_errors(pool) == {} and row_errors(provider) == {}
-    with pytest.raises(config.EnvError, match=r"RAGSITE_POOL_READ_TIMEOUT must be <= 3600\.0, got 7200"):
+    with pytest.raises(config.EnvError, match="RAGSITE_POOL_READ_TIMEOUT must be <= 3600, got 7200"):
         config.section_from_env(config.PoolConfig, strict=True)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 
 from rag.sections import Section, heading_path
 from rag.text import fold_spaces
@@ -29,16 +30,53 @@ _RULE_LINE = re.compile(r"^\s*[-=*~^#_`]{3,}\s*$")
 
 def prose_sentences(text: str) -> list[str]:
     """Sentences of a passage's prose: headings' underlines, grammar rules and code are dropped."""
-    sentences: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
-        if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
-            continue  # an indented block: code or grammar
-        for sentence in split_sentences(fold_spaces(" ".join(lines))):
-            letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
-            if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
-                sentences.append(sentence)
+    return [sentence for paragraph in _PARAGRAPH_BREAK.split(text) for sentence in _paragraph_sentences(paragraph)]
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+def _paragraph_sentences(paragraph: str) -> list[str]:
+    lines = [line for line in paragraph.splitlines() if not _RULE_LINE.match(line) and "::=" not in line]
+    if not lines or all(line.startswith(("   ", "\t", ">>>")) for line in lines):
+        return []  # an indented block: code or grammar
+    sentences = []
+    for sentence in split_sentences(fold_spaces(" ".join(lines))):
+        letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
+        if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
+            sentences.append(sentence)
     return sentences
+
+
+# A signature on a line of its own, defined by the paragraph after it, as reference pages write
+# them (`str.splitlines(keepends=False)`, `object.__hash__(self)`, `del d[key]`, a debugger's
+# `w(here)`): its sentences say "Return a list of the lines in the string" without naming what
+# does. A line of words alone ("Boilers") is a heading, not a signature.
+LEAD_MAX = 80
+_LEAD_CODE = re.compile(r"[()\[\]_.=|<>*@`]")
+_LEAD_NOT = re.compile(r"^(?:[-*+\u2022]\s|-\[|\d+[.)]\s|>>>|from\s|import\s)")
+_PLAIN_WORD = re.compile(r"^[A-Za-z]+,?$")
+
+
+def _is_lead(paragraph: str) -> bool:
+    line = paragraph.strip()
+    if not line or "\n" in line or len(line) > LEAD_MAX or line[-1] in ".!?:;," or "::=" in line:
+        return False
+    if not _LEAD_CODE.search(line) or _LEAD_NOT.match(line) or _RULE_LINE.match(line):
+        return False
+    # A signature, not a clause of prose that lost its full stop.
+    return sum(1 for word in line.split() if _PLAIN_WORD.match(word)) < 4 and not _paragraph_sentences(line)
+
+
+def sentence_leads(text: str) -> dict[str, str]:
+    """The signature (a line of its own, just before their paragraph) that each sentence of
+    ``text`` defines, for the sentences that follow one."""
+    leads: dict[str, str] = {}
+    for before, paragraph in pairwise(_PARAGRAPH_BREAK.split(text)):
+        if _is_lead(before):
+            for sentence in _paragraph_sentences(paragraph):
+                leads.setdefault(sentence, fold_spaces(before))
+    return leads
 
 
 def _split_long(text: str, size: int) -> list[str]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from rag.chunking import prose_sentences
+from rag.chunking import prose_sentences, sentence_leads
 from rag.retrieval import RetrievedChunk
 from rag.text import content_words, fold_spaces, stem
 from resilience import config
@@ -21,8 +21,8 @@ from resilience.client import get_client
 
 # How answers are written (the prompt, or how the extractive answer picks its sentences): cached
 # answers record it, and one written another way is not served. (4: a passage two documents hold
-# is one source.)
-PROMPT_VERSION = "4"
+# is one source; 5: a sentence is led by the signature it defines.)
+PROMPT_VERSION = "5"
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered context passages, never your own knowledge. "
     "Cite the passages you use with their numbers in square brackets, like [1] or [2][3], and only "
@@ -54,8 +54,24 @@ def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_se
         top = max(similarity for similarity, *_ in by_meaning)
         best = sorted((c for c in by_meaning if c[0] >= top - SENTENCE_MARGIN), key=lambda c: (-c[0], c[1], c[2]))
         best = sorted(_once(best)[:max_sentences], key=lambda c: (c[1], c[2]))
-        return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)
+        return _cited([(number, sentence) for _, number, _, sentence in best], chunks)
     return _by_words(question, chunks, max_sentences=max_sentences)
+
+
+def _cited(picked: list[tuple[int, str]], chunks: Sequence[RetrievedChunk]) -> str:
+    """The answer: each sentence followed by its source number, and led by the term or signature
+    it defines, once (rag.chunking.sentence_leads): "str.splitlines(keepends=False): Return a list
+    of the lines in the string, ..." names what the sentence alone does not."""
+    leads = {number: sentence_leads(chunks[number - 1].text) for number in {number for number, _ in picked}}
+    said: set[str] = set()
+    parts = []
+    for number, sentence in picked:
+        lead = leads[number].get(sentence)
+        if lead and lead not in said:
+            said.add(lead)
+            sentence = f"{lead}: {sentence}"
+        parts.append(f"{sentence} [{number}]")
+    return " ".join(parts)
 
 
 def _once(ranked: list[tuple[float, int, int, str]]) -> list[tuple[float, int, int, str]]:
@@ -93,7 +109,7 @@ def _by_words(question: str, chunks: Sequence[RetrievedChunk], *, max_sentences:
     best = _once(sorted(candidates, key=lambda c: (-c[0], c[1], c[2])))[:max_sentences]
     # Read in source order so the answer flows as the passages do.
     best.sort(key=lambda c: (c[1], c[2]))
-    return " ".join(f"{sentence} [{number}]" for _, number, _, sentence in best)
+    return _cited([(number, sentence) for _, number, _, sentence in best], chunks)
 
 
 def build_messages(question: str, chunks: Sequence[RetrievedChunk]) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 from itertools import pairwise
 
-from rag.chunking import chunk_sections, chunk_text, split_sentences
+from rag.chunking import chunk_sections, chunk_text, sentence_leads, split_sentences
 from rag.sections import split_sections
 
 
@@ -60,3 +60,39 @@ def test_each_chunk_carries_its_heading_path_from_rest_and_markdown_headings():
     markdown = "# Guide\n\nHello.\n\n## Install\n\nRun it.\n\n```\n# not a heading\n```\n\n### Linux\n\nUse apt.\n"
     paths = [heading for heading, _ in chunk_sections(split_sections(markdown), title="Guide")]
     assert paths == ["Guide", "Guide \u203a Install", "Guide \u203a Install \u203a Linux"]
+
+
+REFERENCE_PAGE = """String methods
+
+str.splitlines(keepends=False)
+
+Return a list of the lines in the string, breaking at line boundaries. Line breaks are not
+   included unless *keepends* is given and true.
+
+For example:
+
+   >>> 'ab c\\n\\nde fg'.splitlines()
+   ['ab c', '', 'de fg']
+
+Notes on the methods below
+
+Every method returns a new string and leaves the original as it was.
+
+del d[key]
+
+Remove "d[key]" from *d*; raises a "KeyError" if *key* is not in the map.
+"""
+
+
+def test_a_sentence_is_led_by_the_signature_on_the_line_before_its_paragraph():
+    leads = sentence_leads(REFERENCE_PAGE)
+    assert leads["Return a list of the lines in the string, breaking at line boundaries."] == (
+        "str.splitlines(keepends=False)"
+    )
+    assert leads["Line breaks are not included unless *keepends* is given and true."] == (
+        "str.splitlines(keepends=False)"
+    )
+    assert leads['Remove "d[key]" from *d*; raises a "KeyError" if *key* is not in the map.'] == "del d[key]"
+    # A line of words is a heading, not a signature; prose is led by nothing.
+    assert "Every method returns a new string and leaves the original as it was." not in leads
+    assert len(leads) == 3

@@ -51,6 +51,7 @@ def test_a_covered_question_is_answered_from_the_closest_sentences_cited(client,
     assert body["answerable"] is True
     assert "Boilers are serviced every October by the caretaker. [1]" in body["answer"]
     assert body["sources"][0]["source"] == "facility:boilers"
+    assert not body["answer"].startswith("Boilers:"), "a heading is not a signature the sentence defines"
     assert body["answer"].count("[") <= 3
     # Document order: a sentence that comes later in the passage is never cited before an earlier one.
     sentences = [s for s in body["answer"].split(" [1]") if s.strip()]
@@ -118,3 +119,23 @@ def test_a_sentence_two_documents_share_is_said_once(client, resilience_config):
     ).json()
     assert {s["source"] for s in body["sources"][:2]} == {"facility:boilers", "facility:handbook"}
     assert body["answer"].count("Boilers are serviced every October by the caretaker.") == 1, body["answer"]
+
+
+def test_a_sentence_of_a_reference_page_names_what_it_defines(client, resilience_config):
+    # "Return a list of the lines in the string" alone does not say which method does.
+    page = (
+        "String methods\n\nstr.splitlines(keepends=False)\n\nReturn a list of the lines in the string, breaking "
+        "at line boundaries.\n\nstr.casefold()\n\nReturn a casefolded copy of the string, for caseless "
+        "matching.\n\nstr.zfill(width)\n\nReturn a copy of the string left filled with zero digits."
+    )
+    items = [SourceItem("ref:str", page.encode(), "text/plain", "String methods")]
+    assert not ingest_items(items, collection_name="reference-test").failures
+    body = client.post(
+        "/api/query",
+        json.dumps({"question": "How do I split text into lines?", "collection": "reference-test", "use_cache": False}),
+        content_type="application/json",
+    ).json()
+    assert body["answerable"] is True
+    assert body["answer"].startswith(
+        "str.splitlines(keepends=False): Return a list of the lines in the string, breaking at line boundaries. [1]"
+    ), body["answer"]

@@ -123,45 +123,132 @@ def _markdown_title(text: str) -> str:
     return match.group(1).strip() if match else _first_line(text).lstrip("#").strip()
 
 
+# Elements that start a block of their own; text anywhere else (a <span>, a <code>, the bare text
+# of a <div>) runs on inside the block around it. Every visible text is kept, inside a block or
+# not: a <dt> naming what its <dd> defines, the text of a <div> beside a <p>.
+_HTML_BLOCKS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "caption",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "hgroup",
+        "hr",
+        "legend",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    ]
+)
+_HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
+_HTML_HIDDEN = ["script", "style", "noscript", "template", "svg", "iframe", "object", "embed"]
+
+
 def _html(markup: str) -> tuple[str, str, list[Section]]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "head", "svg", "iframe"]):
-        if tag.name == "head":
-            continue
+    for tag in soup(_HTML_HIDDEN):
         tag.decompose()
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     if soup.head:
         soup.head.decompose()
+    for tag in soup("title"):  # a <title> outside <head>
+        tag.decompose()
     heading = soup.find(["h1", "h2"])
     if not title and heading:
         title = heading.get_text(" ", strip=True)
-    blocks = []
     outline = Outline()
     sections: list[Section] = []
     path: tuple[str, ...] = ()
     current: list[str] = []
-    for element in soup.find_all(["p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "td", "blockquote"]):
-        if element.find(["p", "li", "pre", "td", "blockquote"]):
-            continue  # an outer block: its inner blocks are taken on their own
-        text = element.get_text(" ", strip=True)
-        if not text:
-            continue
+    blocks: list[str] = []
+    for level, text in _html_blocks(soup):
         blocks.append(text)
-        if element.name in ("h1", "h2", "h3", "h4", "h5", "h6"):
+        if level:
             if current:
                 sections.append(Section(path, "\n\n".join(current)))
             current = []
-            path = outline.enter(text, int(element.name[1]))
+            path = outline.enter(text, level)
         else:
             current.append(text)
     if current:
         sections.append(Section(path, "\n\n".join(current)))
-    if not blocks:
-        body = soup.get_text("\n", strip=True)
-        return title, body, [Section((), body)]
     return title, "\n\n".join(blocks), sections
+
+
+def _html_blocks(root) -> list[tuple[int, str]]:
+    """The visible text of ``root`` in document order, a block at a time: (heading level, text),
+    level 0 for a block that is not a heading. Inline text is joined as written ("<b>a</b>b" is
+    "ab"), runs of white space are one space, a <br> is a line break, a <pre> keeps its lines.
+    The tree is walked without recursion: nesting as deep as a page cares to go costs no stack."""
+    from bs4.element import CData, NavigableString, Tag
+
+    blocks: list[tuple[int, str]] = []
+    run: list[str] = []
+    end_of_block = object()
+
+    def flush() -> None:
+        text = re.sub(r" *\n *", "\n", "".join(run)).strip()
+        run.clear()
+        if text:
+            blocks.append((0, text))
+
+    stack: list = list(reversed(root.contents))
+    while stack:
+        node = stack.pop()
+        if node is end_of_block:
+            flush()
+        elif isinstance(node, NavigableString):
+            if type(node) in (NavigableString, CData):  # not a comment, doctype or declaration
+                run.append(re.sub(r"\s+", " ", str(node)))
+        elif not isinstance(node, Tag):
+            continue
+        elif node.name in _HTML_HEADINGS:
+            flush()
+            text = " ".join(node.get_text(" ", strip=True).split()).removesuffix(" \u00b6")  # a permalink's ¶
+            if text:
+                blocks.append((_HTML_HEADINGS[node.name], text))
+        elif node.name == "pre":
+            flush()
+            text = node.get_text().strip("\n")
+            if text.strip():
+                blocks.append((0, text))
+        elif node.name == "br":
+            run.append("\n")
+        else:
+            if node.name in _HTML_BLOCKS:
+                flush()
+                stack.append(end_of_block)
+            stack.extend(reversed(node.contents))
+    flush()
+    return blocks
 
 
 class _PdfBudget:

@@ -123,3 +123,36 @@ def test_html_headings_make_the_sections_paths():
         (("Handbook", "Leave"), "Ask your manager."),
         (("Handbook", "Leave", "Sick leave"), "Call in before nine."),
     ]
+
+
+def test_html_keeps_text_outside_paragraphs_in_document_order():
+    # Text a <dt>, a <div> or a <th> holds directly was dropped: a definition list lost what each
+    # entry defines, a page written in <div>s beside one <p> lost everything but that <p>.
+    html = b"""<html><head><title>Reference</title></head><body><!-- draft -->
+    <h1>Reference <a class="headerlink" href="#r">\xc2\xb6</a></h1>
+    <dl><dt><code>str.splitlines(keepends=False)</code></dt>
+        <dd>Return a list of the lines in the <em>string</em>.</dd></dl>
+    <div class="notice">Staff parking is behind building B.<p>Visitors park at the gate.</p>Ask at reception.</div>
+    <table><tr><th>Office</th><td>Room 4</td></tr></table>
+    <p>First line<br>second line</p>
+    <pre>def f():
+    return 1</pre></body></html>"""
+    parsed = parse_bytes(html, "text/html", fallback_title="f")
+    assert parsed.text.split("\n\n") == [
+        "Reference",
+        "str.splitlines(keepends=False)",
+        "Return a list of the lines in the string.",
+        "Staff parking is behind building B.",
+        "Visitors park at the gate.",
+        "Ask at reception.",
+        "Office",
+        "Room 4",
+        "First line\nsecond line",
+        "def f():\n    return 1",
+    ]
+    assert [s.path for s in parsed.sections] == [("Reference",)]
+
+
+def test_html_nested_deeper_than_the_interpreters_stack_is_read():
+    html = b"<div>" * 20000 + b"Deep inside the page." + b"</div>" * 20000
+    assert parse_bytes(html, "text/html", fallback_title="f").text == "Deep inside the page."

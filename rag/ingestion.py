@@ -34,8 +34,9 @@ from resilience.errors import OllamaError, OllamaUnavailable
 logger = logging.getLogger(__name__)
 
 # Changed whenever readers, chunking or what is embedded change: documents written by another
-# pipeline are ingested again even though their files did not change.
-PIPELINE_VERSION = "3"
+# pipeline are ingested again even though their files did not change. (4: HTML keeps the text of
+# every element, not only of paragraphs, list items, headings and cells.)
+PIPELINE_VERSION = "4"
 
 # Documents are embedded together until they hold this many batches of chunks (with their
 # sentences, about five times as many texts): the more texts sorted by length at once, the less

@@ -51,18 +51,22 @@ def _paragraph_sentences(paragraph: str) -> list[str]:
 # A signature on a line of its own, defined by the paragraph after it, as reference pages write
 # them (`str.splitlines(keepends=False)`, `object.__hash__(self)`, `del d[key]`, a debugger's
 # `w(here)`): its sentences say "Return a list of the lines in the string" without naming what
-# does. A line of words alone ("Boilers") is a heading, not a signature.
+# does. A signature is a name called or subscripted (after at most one lower-case keyword), or a
+# dotted name; a heading ("3.1 Safety (general)", "Chapter 4. Maintenance"), a note ("**Warning**",
+# "Contact: ops@example.com"), markup or a link is not.
 LEAD_MAX = 80
-_LEAD_CODE = re.compile(r"[()\[\]_.=|<>*@`]")
-_LEAD_NOT = re.compile(r"^(?:[-*+\u2022]\s|-\[|\d+[.)]\s|>>>|from\s|import\s)")
+_SIGNATURE = re.compile(
+    r"`?(?:[a-z]+[ \t]+)?[A-Za-z_][\w.]*(?:\(.*\)|\[.*\])`?(?:[ \t].*)?"  # name(...), name[...], def f(x)
+    r"|`?[A-Za-z_]\w*(?:\.\w+)+`?"  # object.__dict__
+)
 _PLAIN_WORD = re.compile(r"^[A-Za-z]+,?$")
 
 
 def _is_lead(paragraph: str) -> bool:
-    line = paragraph.strip()
-    if not line or "\n" in line or len(line) > LEAD_MAX or line[-1] in ".!?:;," or "::=" in line:
+    line = paragraph.strip().removesuffix("\u00b6").rstrip()  # a permalink's pilcrow
+    if not line or "\n" in line or len(line) > LEAD_MAX or line[-1] in ".!?:;,":
         return False
-    if not _LEAD_CODE.search(line) or _LEAD_NOT.match(line) or _RULE_LINE.match(line):
+    if not _SIGNATURE.fullmatch(line) or "://" in line or "](" in line:
         return False
     # A signature, not a clause of prose that lost its full stop.
     return sum(1 for word in line.split() if _PLAIN_WORD.match(word)) < 4 and not _paragraph_sentences(line)
@@ -70,13 +74,17 @@ def _is_lead(paragraph: str) -> bool:
 
 def sentence_leads(text: str) -> dict[str, str]:
     """The signature (a line of its own, just before their paragraph) that each sentence of
-    ``text`` defines, for the sentences that follow one."""
-    leads: dict[str, str] = {}
+    ``text`` defines, for the sentences that follow one. A sentence said under two signatures
+    ("See the documentation of view objects." under `keys()` and `items()`) is led by neither."""
+    leads: dict[str, str | None] = {}
     for before, paragraph in pairwise(_PARAGRAPH_BREAK.split(text)):
-        if _is_lead(before):
-            for sentence in _paragraph_sentences(paragraph):
-                leads.setdefault(sentence, fold_spaces(before))
-    return leads
+        lead = fold_spaces(before.strip().removesuffix("\u00b6")) if _is_lead(before) else None
+        for sentence in _paragraph_sentences(paragraph):
+            if sentence in leads and leads[sentence] != lead:
+                leads[sentence] = None
+            else:
+                leads[sentence] = lead
+    return {sentence: lead for sentence, lead in leads.items() if lead}
 
 
 def _split_long(text: str, size: int) -> list[str]:

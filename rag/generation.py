@@ -34,6 +34,9 @@ SENTENCE_MARGIN = 0.1
 ANSWER_SOURCES = 3
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+# A document's own footnote marker ("all cased characters [4] in the string"): quoted in an answer it
+# would read as a citation of source 4. A subscript ("a[1]", no space) or a list ("= [1]") is kept.
+_FOOTNOTE = re.compile(r"(?<=[\w\"'\u201d\u2019.,;:)])\s+\[\d{1,3}\](?![\w(\[])")
 
 
 def invalid_citations(answer: str, passages: int) -> list[int]:
@@ -59,9 +62,10 @@ def extractive_answer(question: str, chunks: Sequence[RetrievedChunk], *, max_se
 
 
 def _cited(picked: list[tuple[int, str]], chunks: Sequence[RetrievedChunk]) -> str:
-    """The answer: each sentence followed by its source number, and led by the term or signature
-    it defines, once (rag.chunking.sentence_leads): "str.splitlines(keepends=False): Return a list
-    of the lines in the string, ..." names what the sentence alone does not."""
+    """The answer: each sentence followed by its source number, and led by the signature it
+    defines, once (rag.chunking.sentence_leads): "str.splitlines(keepends=False): Return a list of
+    the lines in the string, ..." names what the sentence alone does not. The documents' own
+    footnote markers are left out: the only [n] in an extractive answer are its citations."""
     leads = {number: sentence_leads(chunks[number - 1].text) for number in {number for number, _ in picked}}
     said: set[str] = set()
     parts = []
@@ -70,7 +74,7 @@ def _cited(picked: list[tuple[int, str]], chunks: Sequence[RetrievedChunk]) -> s
         if lead and lead not in said:
             said.add(lead)
             sentence = f"{lead}: {sentence}"
-        parts.append(f"{sentence} [{number}]")
+        parts.append(f"{_FOOTNOTE.sub('', sentence)} [{number}]")
     return " ".join(parts)
 
 

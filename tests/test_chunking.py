@@ -1,5 +1,7 @@
 from itertools import pairwise
 
+import pytest
+
 from rag.chunking import chunk_sections, chunk_text, sentence_leads, split_sentences
 from rag.sections import split_sections
 
@@ -96,3 +98,33 @@ def test_a_sentence_is_led_by_the_signature_on_the_line_before_its_paragraph():
     # A line of words is a heading, not a signature; prose is led by nothing.
     assert "Every method returns a new string and leaves the original as it was." not in leads
     assert len(leads) == 3
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "3.1 Safety (general)",
+        "Chapter 4. Maintenance",
+        "**Warning**",
+        "_Last updated 2024-03-01_",
+        "Contact: ops@example.com",
+        "| Name | Value |",
+        "Version 2.0 (released March 2024)",
+        "<img src=x onerror=alert(1)>",
+        "[Reset the badge](https://example.com/badge)",
+    ],
+)
+def test_a_heading_a_note_markup_or_a_link_does_not_lead_the_paragraph_after_it(line):
+    text = f"{line}\n\nNever open the boiler while it is still hot."
+    assert sentence_leads(text) == {}
+
+
+def test_a_sentence_said_under_two_signatures_is_led_by_neither():
+    text = (
+        "keys()\n\nReturn a new view of the keys. See the documentation of view objects.\n\n"
+        "items()\n\nReturn a new view of the items. See the documentation of view objects."
+    )
+    assert sentence_leads(text) == {
+        "Return a new view of the keys.": "keys()",
+        "Return a new view of the items.": "items()",
+    }

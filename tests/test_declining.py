@@ -4,6 +4,7 @@ from the sentences closest in meaning, cited, in document order."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -139,3 +140,21 @@ def test_a_sentence_of_a_reference_page_names_what_it_defines(client, resilience
     assert body["answer"].startswith(
         "str.splitlines(keepends=False): Return a list of the lines in the string, breaking at line boundaries. [1]"
     ), body["answer"]
+
+
+def test_a_documents_footnote_marker_is_not_read_as_a_citation(client, resilience_config):
+    page = (
+        "String methods\n\nstr.isupper()\n\nReturn True if all cased characters [4] in the string are "
+        "uppercase and there is at least one cased character.\n\nstr.islower()\n\nReturn True if all cased "
+        "characters in the string are lowercase."
+    )
+    items = [SourceItem("ref:upper", page.encode(), "text/plain", "String methods")]
+    assert not ingest_items(items, collection_name="footnote-test").failures
+    body = client.post(
+        "/api/query",
+        json.dumps({"question": "When is str.isupper true?", "collection": "footnote-test", "use_cache": False}),
+        content_type="application/json",
+    ).json()
+    assert "all cased characters in the string are uppercase" in body["answer"], body["answer"]
+    assert "[4]" not in body["answer"]
+    assert set(re.findall(r"\[(\d+)\]", body["answer"])) <= {str(n) for n in range(1, len(body["sources"]) + 1)}

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from rag.sections import Outline, Section, split_sections
+from rag.html_text import html_text
+from rag.sections import RULE, Outline, Section, markdown_title, split_sections
 
 MEDIA_TYPES = {
     ".txt": "text/plain",
@@ -86,9 +87,9 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
         if "\x00" in decoded:
             raise ReadError("contains NUL bytes: not a text file")
         if media_type == "text/html":
-            title, text, sections = _html(decoded)
+            title, text, sections = html_text(decoded)
         elif media_type == "text/markdown":
-            title, text = _markdown_title(decoded), decoded
+            title, text = _markdown(decoded)
         else:
             title, text = _first_line(decoded), decoded
     limits.check_chars(len(text))
@@ -98,157 +99,53 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
     if sections is None:
         sections = [Section((), text)] if media_type == "application/pdf" else split_sections(text)
     else:
-        sections = [Section(s.path, normalise_text(s.text)) for s in sections if normalise_text(s.text)]
-    return ParsedText(title=(title or fallback_title)[:500], text=text, media_type=media_type, sections=sections)
+        sections = [Section(s.path, t) for s in sections if (t := normalise_text(s.text))]
+    title = " ".join(clean_line(title).split()) or fallback_title
+    return ParsedText(title=title[:500], text=text, media_type=media_type, sections=sections)
+
+
+# Control characters, and the characters that override or embed a direction of writing (U+202A-E,
+# U+2066-9): "invoice \u202eFDP.exe" shows as "invoice exe.PDF", and an unclosed one reverses
+# everything after it on the page. Right-to-left text needs none of them.
+_UNSEEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_line(text: str) -> str:
+    """A title or a name without control or direction-override characters."""
+    return _UNSEEN.sub("", text)
 
 
 def normalise_text(text: str) -> str:
-    """Unify newlines, drop control characters and runs of blank lines."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    """Unify newlines, drop control and direction-override characters, trailing blanks and runs
+    of blank lines (line by line: a run of spaces costs its length, not its square)."""
+    text = _UNSEEN.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
 
 def _first_line(text: str) -> str:
+    """The first line that is not blank or a rule (`=====`)."""
     for line in text.splitlines():
-        if line.strip():
+        if line.strip() and not RULE.match(line):
             return line.strip()[:200]
     return ""
 
 
-def _markdown_title(text: str) -> str:
-    match = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
-    return match.group(1).strip() if match else _first_line(text).lstrip("#").strip()
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 
 
-# Elements that start a block of their own; text anywhere else (a <span>, a <code>, the bare text
-# of a <div>) runs on inside the block around it. Every visible text is kept, inside a block or
-# not: a <dt> naming what its <dd> defines, the text of a <div> beside a <p>.
-_HTML_BLOCKS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "caption",
-        "dd",
-        "details",
-        "dialog",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "header",
-        "hgroup",
-        "hr",
-        "legend",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "summary",
-        "table",
-        "tbody",
-        "td",
-        "tfoot",
-        "th",
-        "thead",
-        "tr",
-        "ul",
-    ]
-)
-_HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
-_HTML_HIDDEN = ["script", "style", "noscript", "template", "svg", "iframe", "object", "embed"]
-
-
-def _html(markup: str) -> tuple[str, str, list[Section]]:
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup(_HTML_HIDDEN):
-        tag.decompose()
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    if soup.head:
-        soup.head.decompose()
-    for tag in soup("title"):  # a <title> outside <head>
-        tag.decompose()
-    heading = soup.find(["h1", "h2"])
-    if not title and heading:
-        title = heading.get_text(" ", strip=True)
-    outline = Outline()
-    sections: list[Section] = []
-    path: tuple[str, ...] = ()
-    current: list[str] = []
-    blocks: list[str] = []
-    for level, text in _html_blocks(soup):
-        blocks.append(text)
-        if level:
-            if current:
-                sections.append(Section(path, "\n\n".join(current)))
-            current = []
-            path = outline.enter(text, level)
-        else:
-            current.append(text)
-    if current:
-        sections.append(Section(path, "\n\n".join(current)))
-    return title, "\n\n".join(blocks), sections
-
-
-def _html_blocks(root) -> list[tuple[int, str]]:
-    """The visible text of ``root`` in document order, a block at a time: (heading level, text),
-    level 0 for a block that is not a heading. Inline text is joined as written ("<b>a</b>b" is
-    "ab"), runs of white space are one space, a <br> is a line break, a <pre> keeps its lines.
-    The tree is walked without recursion: nesting as deep as a page cares to go costs no stack."""
-    from bs4.element import CData, NavigableString, Tag
-
-    blocks: list[tuple[int, str]] = []
-    run: list[str] = []
-    end_of_block = object()
-
-    def flush() -> None:
-        text = re.sub(r" *\n *", "\n", "".join(run)).strip()
-        run.clear()
-        if text:
-            blocks.append((0, text))
-
-    stack: list = list(reversed(root.contents))
-    while stack:
-        node = stack.pop()
-        if node is end_of_block:
-            flush()
-        elif isinstance(node, NavigableString):
-            if type(node) in (NavigableString, CData):  # not a comment, doctype or declaration
-                run.append(re.sub(r"\s+", " ", str(node)))
-        elif not isinstance(node, Tag):
-            continue
-        elif node.name in _HTML_HEADINGS:
-            flush()
-            text = " ".join(node.get_text(" ", strip=True).split()).removesuffix(" \u00b6")  # a permalink's ¶
-            if text:
-                blocks.append((_HTML_HEADINGS[node.name], text))
-        elif node.name == "pre":
-            flush()
-            text = node.get_text().strip("\n")
-            if text.strip():
-                blocks.append((0, text))
-        elif node.name == "br":
-            run.append("\n")
-        else:
-            if node.name in _HTML_BLOCKS:
-                flush()
-                stack.append(end_of_block)
-            stack.extend(reversed(node.contents))
-    flush()
-    return blocks
+def _markdown(text: str) -> tuple[str, str]:
+    """(title, text) of a Markdown file: the front matter's `title:`, else its first level-1
+    heading outside code, else its first line outside code; a front matter (YAML between `---`
+    lines at the top) is not text."""
+    title = ""
+    front = _FRONT_MATTER.match(text)
+    if front:
+        text = text[front.end() :]
+        found = re.search(r"^title:[ \t]*(.+?)[ \t]*$", front.group(1), flags=re.MULTILINE)
+        title = found.group(1).strip("\"'") if found else ""
+    return title or markdown_title(text), text
 
 
 class _PdfBudget:
@@ -283,7 +180,7 @@ def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str, list[Section] | Non
     budget = _PdfBudget(limits)
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
+        if reader.is_encrypted and not _opens_without_password(reader):
             raise ReadError("PDF is encrypted")
         if len(reader.pages) > limits.max_pages:
             raise ReadError(f"PDF has {len(reader.pages):,} pages; the limit is {limits.max_pages:,}")
@@ -304,8 +201,37 @@ def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str, list[Section] | Non
         raise ReadError(f"PDF goes past a safety limit: {exc}") from None
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ReadError(f"corrupt PDF: {exc}") from None
-    text = "\n\n".join(pages)
+    except Exception as exc:
+        # A damaged file reaches pypdf's asserts and unfinished paths (NotImplementedError for an
+        # unknown filter, AssertionError for a reference in a content stream, RecursionError...):
+        # the file fails alone, the others are read.
+        raise ReadError(f"corrupt PDF: {type(exc).__name__}: {exc}"[:300]) from None
+    text = join_pages(pages)
     return str(title).strip() or _first_line(text), text, _pdf_sections(reader, pages)
+
+
+def _opens_without_password(reader) -> bool:
+    """An encrypted PDF whose user password is empty (only an owner password restricts printing
+    or copying): any viewer opens it, and so do we."""
+    try:
+        return bool(reader.decrypt(""))
+    except Exception:  # an unsupported cipher (AES without `cryptography`) or a broken one
+        return False
+
+
+def join_pages(pages: list[str]) -> str:
+    """The pages' text as one: a sentence a page break cut (the page ends without a full stop and
+    the next starts in lower case) runs on; otherwise a page break is a paragraph break."""
+    text = ""
+    for page in pages:
+        page = page.strip("\n")
+        if not page.strip():
+            continue
+        if text and text.rstrip()[-1:] not in ".!?:;\"')]" and page.lstrip()[:1].islower():
+            text = f"{text.rstrip()} {page.lstrip()}"
+        else:
+            text = f"{text}\n\n{page}" if text else page
+    return text
 
 
 def _outline(reader, items, level: int = 1) -> list[tuple[int, int, str]]:
@@ -332,17 +258,37 @@ def _pdf_sections(reader, pages: list[str]) -> list[Section] | None:
     if not entries:
         return None
     outline = Outline()
-    sections: list[Section] = []
+    parts: list[tuple[tuple[str, ...], list[str]]] = []  # (path, its pages' pieces)
     path: tuple[str, ...] = ()
+
+    def add(text: str) -> None:
+        if not text.strip():
+            return
+        if parts and parts[-1][0] == path:
+            parts[-1][1].append(text)  # a section that runs on over a page break
+        else:
+            parts.append((path, [text]))
+
     for index, page in enumerate(pages):
         position = 0
         for _, level, title in (e for e in entries if e[0] == index):
-            found = page.find(title, position)
-            start = found if found >= 0 else position
-            if page[position:start].strip():
-                sections.append(Section(path, page[position:start]))
+            start, end = _heading_at(page, title, position)
+            add(page[position:start])
             path = outline.enter(title, level)
-            position = start + len(title) if found >= 0 else start
-        if page[position:].strip():
-            sections.append(Section(path, page[position:]))
-    return sections
+            position = end
+        add(page[position:])
+    return [Section(p, join_pages(pieces)) for p, pieces in parts]
+
+
+def _heading_at(page: str, title: str, position: int) -> tuple[int, int]:
+    """Where the bookmark ``title`` stands on ``page`` from ``position``: (start, end) of the
+    heading, found as a line of its own first (after a number such as "2." or "3.1", in any case),
+    then anywhere in any case; (position, position) when the page does not hold it."""
+    words = r"\s+".join(re.escape(word) for word in title.split())
+    if not words:
+        return position, position
+    for pattern in (rf"^[ \t]*(?:\d+(?:\.\d+)*\.?[ \t]+)?{words}[ \t]*$", words):
+        found = re.compile(pattern, re.IGNORECASE | re.MULTILINE).search(page, position)
+        if found:
+            return found.start(), found.end()
+    return position, position

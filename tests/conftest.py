@@ -85,13 +85,17 @@ def write_files(tmp_path):
     return write
 
 
-def build_pdf(text: str, *, pages: int = 1, repeat: int = 1, compress: bool = False, padding: int = 0) -> bytes:
+def build_pdf(
+    text: str | list[str], *, pages: int = 1, repeat: int = 1, compress: bool = False, padding: int = 0
+) -> bytes:
     """A real PDF (no external tools) whose ``pages`` pages all draw one content stream.
 
-    The stream shows ``text`` on ``repeat`` lines, Flate-compressed if asked; ``padding`` adds an
-    unused stream of that many bytes, making the file bigger without adding text.
+    The stream shows ``text`` on ``repeat`` lines (or each line of a list once), Flate-compressed if
+    asked; ``padding`` adds an unused stream of that many bytes, making the file bigger without
+    adding text.
     """
-    lines = f"({text}) '\n".encode() * repeat  # ' : to the next line, then show the text
+    shown = [text] * repeat if isinstance(text, str) else text
+    lines = b"".join(f"({line}) '\n".encode() for line in shown)  # ' : to the next line, then show it
     stream = b"BT /F1 12 Tf 14 TL 72 720 Td\n" + lines + b"ET"
     filters = b""
     if compress:

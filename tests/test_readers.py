@@ -4,6 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from rag import jobs, tasks
+from rag.chunking import answer_sentences
 from rag.models import Document, Job, JobStatus
 from rag.readers import ReadError, parse_bytes
 from tests.test_jobs import FirstAttempt
@@ -145,8 +146,7 @@ def test_html_keeps_text_outside_paragraphs_in_document_order():
         "Staff parking is behind building B.",
         "Visitors park at the gate.",
         "Ask at reception.",
-        "Office",
-        "Room 4",
+        "Office | Room 4",
         "First line\nsecond line",
         "def f():\n    return 1",
     ]
@@ -156,3 +156,106 @@ def test_html_keeps_text_outside_paragraphs_in_document_order():
 def test_html_nested_deeper_than_the_interpreters_stack_is_read():
     html = b"<div>" * 20000 + b"Deep inside the page." + b"</div>" * 20000
     assert parse_bytes(html, "text/html", fallback_title="f").text == "Deep inside the page."
+
+
+def _pdf_of_pages(*pages: list[str], outline: list[tuple[str, int]] = (), owner_password: str = "") -> bytes:
+    """A PDF of one page per list of lines, with bookmarks (title, page index) and, if given, an
+    owner password (the user password empty: it opens without one)."""
+    from io import BytesIO
+
+    from pypdf import PdfReader, PdfWriter
+
+    from tests.conftest import build_pdf
+
+    writer = PdfWriter()
+    for lines in pages:
+        writer.add_page(PdfReader(BytesIO(build_pdf(lines))).pages[0])
+    for title, page in outline:
+        writer.add_outline_item(title=title, page_number=page)
+    if owner_password:
+        writer.encrypt(user_password="", owner_password=owner_password, algorithm="RC4-128")
+    out = BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_damaged_pdf_fails_alone_with_a_reason(make_pdf, tmp_path):
+    # An unknown filter made pypdf raise NotImplementedError, which ended the whole ingest run.
+    damaged = make_pdf("Boilers are serviced every October.", compress=True).replace(b"/FlateDecode", b"/FlateDecodX")
+    with pytest.raises(ReadError, match="corrupt PDF"):
+        parse_bytes(damaged, "application/pdf", fallback_title="f")
+
+
+def test_a_pdf_restricted_only_by_an_owner_password_is_read():
+    pdf = _pdf_of_pages(["Boilers are serviced every October."], owner_password="secret")
+    assert "Boilers are serviced every October." in parse_bytes(pdf, "application/pdf", fallback_title="f").text
+
+
+def test_pdf_bookmarks_cut_where_their_heading_line_stands_in_any_case():
+    pdf = _pdf_of_pages(
+        [
+            "1. INTRODUCTION",
+            "Safety is our first concern in this manual.",
+            "2. SAFETY",
+            "Never open the boiler while it is hot.",
+        ],
+        outline=[("Introduction", 0), ("Safety", 0)],
+    )
+    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
+    assert [(s.path, s.text) for s in parsed.sections] == [
+        (("Introduction",), "Safety is our first concern in this manual."),
+        (("Safety",), "Never open the boiler while it is hot."),
+    ]
+
+
+def test_a_sentence_cut_by_a_page_break_is_one_sentence():
+    pdf = _pdf_of_pages(["The boiler must be serviced every year by a"], ["qualified technician. Keep the receipt."])
+    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
+    assert "serviced every year by a qualified technician." in parsed.text
+    assert "serviced every year by a qualified technician." in answer_sentences(parsed.sections[0].text)[0]
+
+
+def test_html_without_a_closing_head_tag_keeps_its_body():
+    html = b"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Boiler guide</title>\n<body><h1>Boiler</h1>"
+    html += b"<p>The boiler is serviced every year.</p><nav>Home | Contact</nav></body></html>"
+    parsed = parse_bytes(html, "text/html", fallback_title="f")
+    assert parsed.title == "Boiler guide"
+    assert [(s.path, s.text) for s in parsed.sections] == [(("Boiler",), "The boiler is serviced every year.")]
+
+
+def test_an_html_table_row_stays_together():
+    html = (
+        b"<h1>Options</h1><table><tr><th>Option</th><th>Default</th></tr><tr><td>timeout</td><td>30 s</td></tr></table>"
+    )
+    assert parse_bytes(html, "text/html", fallback_title="f").text == "Options\n\nOption | Default\n\ntimeout | 30 s"
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type"),
+    [(b"# a" + b" " * 200_000 + b"b\n", "text/markdown"), (b"Title\n\n" + b" " * 2_000_000 + b"x\n", "text/plain")],
+)
+def test_a_long_run_of_spaces_is_read_in_proportion_to_its_length(data, media_type):
+    # The heading pattern backtracked (cubic: 4,000 spaces took 100 s) and so did trailing blanks (quadratic).
+    started = time.monotonic()
+    parse_bytes(data, media_type, fallback_title="f")
+    assert time.monotonic() - started < 5
+
+
+def test_markdown_headings_titles_and_fences_as_commonmark_reads_them():
+    md = (
+        b"---\ntitle: Boiler manual\nauthor: facilities\n---\n\n# Using C#\n\nIntro.\n\n"
+        b"````\n```\n# not a heading\n```\n````\n\n## Safety ##\n\nBe safe.\n"
+    )
+    parsed = parse_bytes(md, "text/markdown", fallback_title="f")
+    assert parsed.title == "Boiler manual"
+    assert "author:" not in parsed.text
+    assert [s.path for s in parsed.sections] == [("Using C#",), ("Using C#", "Safety")]
+    assert parse_bytes(b"```sh\n# install it\n```\n\nSome text.", "text/markdown", fallback_title="f").title == (
+        "Some text."
+    )
+    assert parse_bytes(b"=====\nManual\n=====\n\nText.", "text/plain", fallback_title="f").title == "Manual"
+
+
+def test_direction_override_characters_are_not_kept():
+    parsed = parse_bytes("Invoice \u202eFDP.exe\u202c is due.".encode(), "text/plain", fallback_title="f")
+    assert parsed.text == "Invoice FDP.exe is due." and parsed.title == "Invoice FDP.exe is due."

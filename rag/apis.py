@@ -29,7 +29,7 @@ from rag.feedback import UnknownQuery, give_feedback
 from rag.ingestion import delete_document, ingest_document
 from rag.models import ApiKey, Document, collection_name_validator
 from rag.parsers import SafeJSONParser
-from rag.readers import ReadError, media_type_for
+from rag.readers import ReadError, clean_line, media_type_for
 from rag.serializers import (
     DocumentDetailSerializer,
     DocumentInSerializer,
@@ -222,11 +222,11 @@ class DocumentListApi(generics.ListAPIView):
             except ReadError as exc:
                 raise ValidationError({"file": [f"{str(exc).capitalize()}."]}) from None
             payload = upload.read()
-            source = data.get("source") or f"upload:{upload.name}"
+            source = data.get("source") or clean_line(f"upload:{upload.name}")
         else:
             payload = data["text"].encode("utf-8")
             media_type = "text/plain"
-            source = data.get("source") or f"api:{data['title'].strip()}"
+            source = data.get("source") or clean_line(f"api:{data['title'].strip()}")
         if upload is not None or data["async"] or len(data["text"]) > settings.RAGSITE_INLINE_MAX_CHARS:
             return queued(
                 collection_name=data["collection"],

@@ -26,7 +26,7 @@ from rag.collections import get_collection
 from rag.embedding_cache import caching
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index, text_lengths
 from rag.models import Chunk, Collection, Document, Sentence, Visibility
-from rag.readers import ReadError, parse_bytes
+from rag.readers import ReadError, clean_line, parse_bytes
 from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
 from resilience import config
 from resilience.errors import OllamaError, OllamaUnavailable
@@ -102,16 +102,19 @@ def _prepare(item: SourceItem, collection: Collection | None) -> _Pending | File
         parsed = parse_bytes(item.data, item.media_type, fallback_title=item.fallback_title)
     except ReadError as exc:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason=str(exc))
+    # The title given with the document (the API's) names it, in its heading paths too: the
+    # first line of a text posted as JSON is no title.
+    title = " ".join(clean_line(item.title).split())[:512] or parsed.title
     chunks = chunk_sections(
         parsed.sections,
-        title=parsed.title,
+        title=title,
         size=settings.RAGSITE_CHUNK_SIZE,
         overlap=settings.RAGSITE_CHUNK_OVERLAP,
     )
     if not chunks:
         return FileResult(source=item.source, status=FileStatus.FAILED, reason="no text found")
     sentences = [answer_sentences(text) for _, text in chunks]
-    return _Pending(item, sha256, item.title[:512] or parsed.title, chunks, sentences)
+    return _Pending(item, sha256, title, chunks, sentences)
 
 
 def _batch_plan(texts: list[str], embedder: Embedder, arrange: bool) -> tuple[list[str], list[int], list[int]]:

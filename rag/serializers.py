@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from rag.models import CacheOutcome, Collection, Document, JobStatus, collection_name_validator
+from rag.readers import clean_line
 from rag.visibility import EVERY
 
 # Collections one question may be asked of at once.
@@ -251,6 +252,11 @@ class DocumentInSerializer(serializers.Serializer):
             ),
         )
         return fields
+
+    def validate_source(self, value: str) -> str:
+        if clean_line(value) != value:
+            raise serializers.ValidationError("A source may not hold control or direction-override characters.")
+        return value
 
     def validate(self, attrs: dict) -> dict:
         if attrs.get("file") is None and not (attrs.get("text") or "").strip():

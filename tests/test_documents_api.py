@@ -114,3 +114,35 @@ def test_a_collection_parameter_that_cannot_name_one_is_400(key_client, name):
     response = key_client.get("/api/documents", {"collection": name})
     assert response.status_code == 400
     assert "collection" in response.json()["error"]["fields"]
+
+
+def test_a_text_posted_as_json_is_headed_by_its_title_not_its_first_line(key_client):
+    text = "Staff parking is behind building B, and visitors park at the front gate near reception."
+    response = key_client.post(
+        "/api/documents",
+        {"title": "Parking", "text": text, "collection": "hr"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    answer = key_client.post(
+        "/api/query", {"question": "Where do visitors park?", "collection": "hr"}, content_type="application/json"
+    ).json()
+    assert answer["sources"][0]["title"] == "Parking"
+    assert answer["sources"][0]["heading"] == "Parking"  # was the text's first 200 characters
+
+
+def test_a_title_or_source_cannot_reverse_what_the_page_shows(key_client):
+    refused = key_client.post(
+        "/api/documents",
+        {"title": "Invoice", "text": "Pay within 30 days.", "source": "finance/\u202etxt.exe", "collection": "hr"},
+        content_type="application/json",
+    )
+    assert refused.status_code == 400 and "direction-override" in refused.content.decode()
+    accepted = key_client.post(
+        "/api/documents",
+        {"title": "Invoice \u202eFDP.exe\u202c policy", "text": "Pay within 30 days.", "collection": "hr"},
+        content_type="application/json",
+    )
+    assert accepted.status_code == 201, accepted.content
+    document = Document.objects.get(pk=accepted.json()["document"]["id"])
+    assert document.title == "Invoice FDP.exe policy" and "\u202e" not in document.source

@@ -25,7 +25,7 @@ from procrastinate.contrib.django import app
 
 from rag.ingestion import Into, ingest_document
 from rag.models import Collection, Document, Job, JobKind, JobStatus, JobUpload
-from rag.readers import ReadError
+from rag.readers import ReadError, decode_text
 from rag.sources import FileResult, FileStatus, SourceItem
 from rag.sql import lazy_commit
 
@@ -67,10 +67,7 @@ def check_upload(data: bytes, media_type: str) -> None:
         if b"%PDF-" not in data[:1024]:
             raise ReadError("not a PDF file")
         return
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ReadError(f"not valid UTF-8 text (byte {exc.start})") from None
+    text = decode_text(data, html=media_type == "text/html")
     if "\x00" in text:
         raise ReadError("contains NUL bytes: not a text file")
 

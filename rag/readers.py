@@ -7,6 +7,7 @@ as it goes past a limit, not after it has been read.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import time
@@ -80,10 +81,7 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
     if media_type == "application/pdf":
         title, text, sections = _pdf(data, limits)
     else:
-        try:
-            decoded = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ReadError(f"not valid UTF-8 text (byte {exc.start})") from None
+        decoded = decode_text(data, html=media_type == "text/html")
         if "\x00" in decoded:
             raise ReadError("contains NUL bytes: not a text file")
         if media_type == "text/html":
@@ -102,6 +100,46 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
         sections = [Section(s.path, t) for s in sections if (t := normalise_text(s.text))]
     title = " ".join(clean_line(title).split()) or fallback_title
     return ParsedText(title=title[:500], text=text, media_type=media_type, sections=sections)
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16's: it begins with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_DECLARED_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE)
+
+
+def decode_text(data: bytes, *, html: bool = False) -> str:
+    """A text file's characters: UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32 with
+    one (Windows Notepad's "Unicode"), the charset an HTML page declares, else Windows-1252 (the
+    "ANSI" of Western Windows, a superset of Latin-1's letters) when the bytes are that and hold no
+    control characters; ReadError otherwise."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise ReadError(f"not valid {codec.upper()} text (byte {exc.start})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf8_error = exc.start
+    declared = _DECLARED_CHARSET.search(data[:4096]) if html else None
+    if declared:
+        try:
+            return data.decode(declared.group(1).decode("ascii"))
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        text = ""
+    if text and not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
+        return text
+    raise ReadError(f"not valid UTF-8 text (byte {utf8_error}), nor UTF-16 with a byte-order mark, nor Windows-1252")
 
 
 # Control characters, and the characters that override or embed a direction of writing (U+202A-E,

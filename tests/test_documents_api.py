@@ -60,7 +60,12 @@ def test_upload_a_file_queues_a_job(key_client, make_pdf):
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
-    [("data.exe", b"MZ...", "Unsupported file type"), ("bad.txt", b"\xff\xfe\xfa", "UTF-8"), ("e.md", b"", "empty")],
+    [
+        ("data.exe", b"MZ...", "Unsupported file type"),
+        ("bad.txt", b"caf\x81\xe9", "UTF-8"),
+        ("odd.txt", b"\xff\xfe\xfa", "UTF-16"),
+        ("e.md", b"", "empty"),
+    ],
 )
 def test_bad_uploads_are_400_and_store_nothing(key_client, name, content, message):
     client = key_client
@@ -146,3 +151,11 @@ def test_a_title_or_source_cannot_reverse_what_the_page_shows(key_client):
     assert accepted.status_code == 201, accepted.content
     document = Document.objects.get(pk=accepted.json()["document"]["id"])
     assert document.title == "Invoice FDP.exe policy" and "\u202e" not in document.source
+
+
+def test_an_upload_saved_by_windows_notepad_as_unicode_is_queued(key_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("hours.txt", "\ufeffCafé opening hours: eight to six.".encode("utf-16-le"))
+    response = key_client.post("/api/documents", {"file": upload, "collection": "up"})
+    assert response.status_code == 202, response.content

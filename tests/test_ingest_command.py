@@ -78,7 +78,7 @@ def test_bad_files_are_reported_skipped_and_leave_nothing(write_files):
     root = write_files(
         {
             "good.txt": "A perfectly fine document about gardening and tomatoes.",
-            "latin1.txt": "caf\xe9".encode("latin-1"),
+            "garbled.txt": b"caf\x81\xe9 au lait",  # neither UTF-8 nor Windows-1252
             "empty.md": "",
             "broken.pdf": b"%PDF-1.4 garbage",
             "binary.txt": b"abc\x00def",
@@ -88,7 +88,7 @@ def test_bad_files_are_reported_skipped_and_leave_nothing(write_files):
     with pytest.raises(CommandError, match=r"4 file\(s\) failed"):
         call_command("ingest", str(root), "--collection", "mixed", "--no-progress", stdout=StringIO(), stderr=err)
     messages = err.getvalue()
-    assert "latin1.txt: not valid UTF-8" in messages
+    assert "garbled.txt: not valid UTF-8 text (byte 3), nor UTF-16 with a byte-order mark, nor Windows-1252" in messages
     assert "empty.md: file is empty" in messages
     assert "broken.pdf: corrupt PDF" in messages
     assert "binary.txt" in messages

@@ -26,9 +26,11 @@ def test_markdown_title_comes_from_the_first_heading():
     assert parsed.title == "Real Title"
 
 
-def test_invalid_utf8_is_refused_with_a_reason():
+def test_text_in_no_encoding_we_read_is_refused_with_a_reason():
+    with pytest.raises(ReadError, match="not valid UTF-8 text \\(byte 3\\)"):
+        parse_bytes(b"caf\x81\xe9 au lait", "text/plain", fallback_title="f")  # 0x81: not Windows-1252 either
     with pytest.raises(ReadError, match="UTF-8"):
-        parse_bytes(b"caf\xe9 au lait", "text/plain", fallback_title="f")
+        parse_bytes(b"caf\xe9\x1b[31m red", "text/plain", fallback_title="f")  # control characters: not text
 
 
 def test_empty_file_is_refused():
@@ -259,3 +261,21 @@ def test_markdown_headings_titles_and_fences_as_commonmark_reads_them():
 def test_direction_override_characters_are_not_kept():
     parsed = parse_bytes("Invoice \u202eFDP.exe\u202c is due.".encode(), "text/plain", fallback_title="f")
     assert parsed.text == "Invoice FDP.exe is due." and parsed.title == "Invoice FDP.exe is due."
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type"),
+    [
+        ("\ufeffCafé opening hours: eight to six.".encode("utf-16-le"), "text/plain"),  # Notepad's "Unicode"
+        ("Café opening hours: eight to six.".encode("utf-16"), "text/markdown"),
+        ("Café opening hours: eight to six.".encode("cp1252"), "text/plain"),  # Windows "ANSI"
+        (
+            '<html><head><meta charset="iso-8859-15"></head><body><p>Café opening hours: eight to six.</p>'.encode(
+                "iso-8859-15"
+            ),
+            "text/html",
+        ),
+    ],
+)
+def test_text_in_the_encodings_windows_and_html_pages_use_is_read(data, media_type):
+    assert parse_bytes(data, media_type, fallback_title="f").text == "Café opening hours: eight to six."

@@ -18,7 +18,15 @@ from itertools import pairwise
 from rag.sections import Section, heading_path
 from rag.text import fold_spaces
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# A sentence ends at . ! ? or … before a capital or a digit, unless the full stop closes a title or
+# an abbreviation that a name or an example follows ("Mr. Jones", "Dr. Smith", "e.g. Python"); and
+# at the Chinese and Japanese full stops, which no space follows.
+_NOT_AN_END = "".join(
+    rf"(?<!\b{re.escape(abbreviation)})"
+    for abbreviation in ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St.", "Sr.", "Jr.", "e.g.", "i.e.", "cf.", "vs.")
+)
+_SENTENCE_END = re.compile(rf"(?<=[.!?\u2026]){_NOT_AN_END}\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[\u3002\uff01\uff1f])")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -42,10 +50,16 @@ def _paragraph_sentences(paragraph: str) -> list[str]:
         return []  # an indented block: code or grammar
     sentences = []
     for sentence in split_sentences(fold_spaces(" ".join(lines))):
-        letters = sum(ch.isalpha() or ch.isspace() for ch in sentence)
-        if len(sentence.split()) >= 4 and letters >= 0.75 * len(sentence) and sentence[-1] in ".!?\"')\u201d\u2019":
+        # Prose: words (or, in Chinese and Japanese, characters), mostly letters and figures
+        # ("Prices rose by 4.5% to EUR 1,250 in Q3 2023."), ending as a sentence ends.
+        words = len(sentence.split()) >= 4 or len(_CJK.findall(sentence)) >= 8
+        letters = sum(ch.isalnum() or ch.isspace() for ch in sentence)
+        if words and letters >= 0.75 * len(sentence) and sentence[-1] in _ENDINGS:
             sentences.append(sentence)
     return sentences
+
+
+_ENDINGS = ".!?\"')\u201d\u2019\u2026\u3002\uff01\uff1f"
 
 
 # A signature on a line of its own, defined by the paragraph after it, as reference pages write
@@ -156,5 +170,6 @@ def chunk_sections(
 
 
 def answer_sentences(text: str) -> list[str]:
-    """The sentences of a chunk that can stand in an answer: prose of a readable length."""
-    return [s for s in prose_sentences(text) if 20 <= len(s) <= 600]
+    """The sentences of a chunk that can stand in an answer: prose of a readable length (a
+    character of Chinese or Japanese says about what a word does)."""
+    return [s for s in prose_sentences(text) if (8 if _CJK.search(s) else 20) <= len(s) <= 600]

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 # Changed whenever readers, chunking or what is embedded change: documents written by another
 # pipeline are ingested again even though their files did not change. (4: HTML keeps the text of
-# every element, not only of paragraphs, list items, headings and cells.)
+# every element, not only of paragraphs, list items, headings and cells; more encodings; sentences
+# with figures, after "Mr." or "e.g.", in Chinese and Japanese.)
 PIPELINE_VERSION = "4"
 
 # Documents are embedded together until they hold this many batches of chunks (with their

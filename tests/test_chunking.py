@@ -2,7 +2,7 @@ from itertools import pairwise
 
 import pytest
 
-from rag.chunking import chunk_sections, chunk_text, sentence_leads, split_sentences
+from rag.chunking import answer_sentences, chunk_sections, chunk_text, sentence_leads, split_sentences
 from rag.sections import split_sections
 
 
@@ -128,3 +128,25 @@ def test_a_sentence_said_under_two_signatures_is_led_by_neither():
         "Return a new view of the keys.": "keys()",
         "Return a new view of the items.": "items()",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("Prices rose by 4.5% to EUR 1,250 in Q3 2023.", ["Prices rose by 4.5% to EUR 1,250 in Q3 2023."]),
+        ("Call 0800 123 456 between 9:00 and 17:00.", ["Call 0800 123 456 between 9:00 and 17:00."]),
+        (
+            "Ask Mr. Jones for the keys. Dr. Smith approved the plan on Monday.",
+            ["Ask Mr. Jones for the keys.", "Dr. Smith approved the plan on Monday."],
+        ),
+        ("Bring a laptop, e.g. The spare one in room four.", ["Bring a laptop, e.g. The spare one in room four."]),
+        ("The heating stays on until the end of March…", ["The heating stays on until the end of March…"]),
+        (
+            "ボイラーは毎年十月に点検されます。鍵は受付にあります。",
+            ["ボイラーは毎年十月に点検されます。", "鍵は受付にあります。"],
+        ),
+    ],
+)
+def test_sentences_with_figures_titles_and_other_scripts_can_answer(text, sentences):
+    # They were dropped (too few letters, split after "Mr.", no spaces between words, a "…").
+    assert answer_sentences(text) == sentences

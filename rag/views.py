@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from urllib.parse import quote
+import unicodedata
+from urllib.parse import quote, urlencode
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -23,7 +24,7 @@ from rag.answers import answer_question
 from rag.apis import QueryApi
 from rag.collections import CollectionNotFound
 from rag.feedback import UnknownQuery, give_feedback
-from rag.models import collection_name_validator
+from rag.models import QueryLog, collection_name_validator
 from rag.serializers import MAX_COLLECTIONS
 
 logger = logging.getLogger(__name__)
@@ -44,10 +45,26 @@ class CollectionNamesField(forms.Field):
             collection_name_validator(name)
 
 
+def invisible(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace, format characters (category Cf: direction
+    marks, zero-width spaces) and control characters."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
+
+
 class SearchForm(forms.Form):
     q = forms.CharField(label="Question", max_length=settings.RAGSITE_MAX_QUESTION_CHARS, strip=True)
     collection = CollectionNamesField(required=False)
     k = forms.IntegerField(required=False, min_value=1, max_value=settings.RAGSITE_MAX_K)
+
+    def clean_q(self) -> str:
+        question = self.cleaned_data["q"]
+        if invisible(question):  # nothing to ask: as if the box were empty
+            raise ValidationError(self.fields["q"].error_messages["required"], code="required")
+        return question
+
+
+# The search page's thank-you after a vote (a redirect back to the question, see ``feedback``).
+FEEDBACK_OUTCOMES = {"thanks": {"evicted": False}, "evicted": {"evicted": True}}
 
 
 def _access_refused(request: HttpRequest, *, asking: bool) -> tuple[int, str, dict[str, str]] | None:
@@ -122,6 +139,7 @@ def search(request: HttpRequest) -> HttpResponse:
         "collections": collections,
         "picked": picked,
         "default_collections": json.dumps(default),
+        "feedback": FEEDBACK_OUTCOMES.get(request.GET.get("feedback", "")),
     }
     response = render(request, "rag/search.html", context, status=status)
     for name, value in headers.items():
@@ -139,12 +157,17 @@ class FeedbackForm(forms.Form):
     query_id = forms.IntegerField(min_value=1)
     rating = forms.ChoiceField(choices=[("up", "up"), ("down", "down")])
     comment = forms.CharField(required=False, max_length=2000)
+    k = forms.IntegerField(required=False, min_value=1, max_value=settings.RAGSITE_MAX_K)  # the page's, if not 5
 
 
 @require_POST
 def feedback(request: HttpRequest) -> HttpResponse:
     """The search page's thumbs up and down (a plain form: no JavaScript needed), under the access
-    rules and throttles of questions; a signed-in user's thumbs down evicts the cached answer."""
+    rules and throttles of questions; a signed-in user's thumbs down evicts the cached answer.
+
+    Post/Redirect/Get: once the vote is recorded, back (303) to the page of the same question and
+    collections, with the thank-you; reloading that page asks again, it does not vote again.
+    """
     context: dict = {"form": SearchForm(), "collections": []}
     refused = _access_refused(request, asking=True)
     if refused:
@@ -161,7 +184,7 @@ def feedback(request: HttpRequest) -> HttpResponse:
         return render(request, "rag/search.html", context, status=400)
     data = form.cleaned_data
     try:
-        context["feedback"] = give_feedback(
+        given = give_feedback(
             caller=visibility.Caller.for_request(request),
             query_id=data["query_id"],
             rating=data["rating"],
@@ -171,4 +194,20 @@ def feedback(request: HttpRequest) -> HttpResponse:
     except UnknownQuery:
         context["error"] = "That answer is no longer known; ask again."
         return render(request, "rag/search.html", context, status=404)
-    return render(request, "rag/search.html", context, status=201)
+    outcome = "evicted" if given.evicted else "thanks"
+    response = HttpResponseRedirect(question_url(given.query, k=data["k"], feedback=outcome))
+    response.status_code = 303  # See Other: the browser follows with a GET
+    return response
+
+
+def question_url(log: QueryLog, *, k: int | None = None, feedback: str | None = None) -> str:
+    """The search page asking a logged question again, of the same collections."""
+    params: list[tuple[str, object]] = [("q", log.question)]
+    names = [name for name in log.collection.split(",") if name]
+    if len(names) <= MAX_COLLECTIONS:  # more than the page takes: none ticked (the default)
+        params += [("collection", name) for name in names]
+    if k:
+        params.append(("k", k))
+    if feedback:
+        params.append(("feedback", feedback))
+    return reverse("search") + "?" + urlencode(params)

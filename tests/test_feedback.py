@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from urllib.parse import quote_plus
 
 import pytest
 from django.contrib.auth.models import User
@@ -80,16 +81,43 @@ def test_a_key_holders_thumbs_down_evicts_the_cached_answer(client, corpus):
     assert Feedback.objects.get().api_key is not None and answer["query_id"] != hit["query_id"]
 
 
+def page_query_id(html: str) -> int:
+    return int(html.split('name="query_id" value="')[1].split('"')[0])
+
+
 def test_a_signed_in_users_thumbs_down_on_the_search_page_evicts_without_javascript(client, corpus):
     client.force_login(User.objects.create_user("reader", password="unused-password-1"))
     page = client.get("/", {"q": QUESTION, "collection": COLLECTION}).content.decode()
     assert 'action="/feedback"' in page and 'name="rating" value="down"' in page
-    query_id = int(page.split('name="query_id" value="')[1].split('"')[0])
-    response = client.post("/feedback", {"query_id": query_id, "rating": "down"})
-    assert response.status_code == 201
-    assert "Thank you for your feedback: the cached answer was removed" in response.content.decode()
+    response = client.post("/feedback", {"query_id": page_query_id(page), "rating": "down"})
+    # Post/Redirect/Get: back to the same question, which is asked afresh (its cached answer is gone).
+    assert response.status_code == 303
+    assert response["Location"] == f"/?q={quote_plus(QUESTION)}&collection={COLLECTION}&feedback=evicted"
     assert cached() == 0
     assert Feedback.objects.get().user.username == "reader"
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Thank you for your feedback: the cached answer was removed" in html
+    assert 'data-flag="cache">cache: miss<' in html and "Boilers are serviced every October" in html
+    assert 'name="rating" value="down"' in html  # the fresh answer can be rated in turn
+
+
+def test_a_vote_on_the_search_page_leads_back_to_the_question_and_reloading_does_not_vote_again(client, corpus):
+    page = client.get("/", {"q": QUESTION, "collection": COLLECTION, "k": 3}).content.decode()
+    assert '<input type="hidden" name="k" value="3">' in page
+    response = client.post("/feedback", {"query_id": page_query_id(page), "rating": "up", "k": 3}, follow=True)
+    assert response.redirect_chain == [(f"/?q={quote_plus(QUESTION)}&collection={COLLECTION}&k=3&feedback=thanks", 303)]
+    html = response.content.decode()
+    assert 'id="feedback-thanks">Thank you for your feedback.</p>' in html
+    assert f'value="{QUESTION}"' in html and "Boilers are serviced every October" in html
+    assert 'id="source-1"' in html and 'id="source-4"' not in html  # k=3 kept
+    client.get(response.redirect_chain[0][0])  # reloading the page asks again, it does not vote
+    assert Feedback.objects.count() == 1
+    # Voting again is recorded again, on purpose (README: Feedback).
+    client.post("/feedback", {"query_id": page_query_id(html), "rating": "up"})
+    assert Feedback.objects.count() == 2
+    assert "Thank you" not in client.get("/", {"q": QUESTION, "collection": COLLECTION}).content.decode()
 
 
 def test_bad_feedback_is_a_clear_4xx(client, corpus):

@@ -1,5 +1,6 @@
 import json
 import re
+import uuid
 
 import pytest
 from django.conf import settings
@@ -43,7 +44,7 @@ def test_a_passage_two_documents_hold_is_shown_once_naming_both(client, demo_cor
     # Each snippet shows its sentence closest to the question, marked.
     assert all("<mark>" in snippet for snippet in snippets)
     assert "with" in re.search(r"<mark>(.*?)</mark>", snippets[0], re.S).group(1).lower()
-    assert re.search(r"Also in: [^<]*\(pydoc:(with|compound)\)", html)
+    assert re.search(r"Also in: .*?\(<bdi>pydoc:(with|compound)</bdi>\)", html)
 
 
 def test_document_text_is_escaped(client, db):
@@ -144,3 +145,44 @@ def test_a_link_without_a_question_opens_the_empty_page(client, demo_corpus, par
     assert response.status_code == 200
     assert b"This field is required" not in response.content
     assert (b'value="hr" checked' in response.content) == ("collection" in params)  # the link's pick is kept
+
+
+# FORM ERRORS
+
+
+def test_a_form_error_names_the_field_it_is_about(client, db):
+    response = client.get("/", {"q": "hello", "k": 0})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "<p>k: Ensure this value is greater than or equal to 1.</p>" in html
+    # The question's own errors need no name: they are under its box.
+    assert "<p>This field is required.</p>" in client.get("/", {"q": ""}).content.decode()
+
+
+@pytest.mark.parametrize("invisible", ["\u202e\u200b", "\u200e \u2060\ufeff\u200f", " \u2066\u2069\t"])
+def test_a_question_of_invisible_characters_is_no_question(client, demo_corpus, invisible):
+    response = client.get("/", {"q": invisible})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "This field is required." in html and 'id="answer-text"' not in html
+    # Visible words among them are still a question.
+    assert client.get("/", {"q": f"\u200b{QUESTION}"}).status_code == 200
+
+
+# ANSWERS
+
+
+def test_an_answer_citing_a_passage_that_does_not_exist_says_so(client, demo_corpus, fake_ollama, resilience_config):
+    resilience_config(provider={"ollama_base_url": fake_ollama.url, "generation_backend": "ollama"})
+    question = f"What does the yield statement do in {uuid.uuid4().hex[:8]}?"
+    fake_ollama.chat_reply = "It suspends the generator [1], as the tutorial says [7]."
+    html = client.get("/", {"q": question}).content.decode()
+    assert 'data-flag="generator">ollama<' in html
+    assert (
+        '<p class="warning" id="invalid-citations">The answer cites [7], which is not one of the sources.</p>' in html
+    )
+    fake_ollama.chat_reply = "It suspends the generator [1] [9], as the tutorial says [7] [8]."
+    html = client.get("/", {"q": question + " again"}).content.decode()
+    assert "The answer cites [7], [8] and [9], which are not among the sources." in html
+    fake_ollama.chat_reply = "It suspends the generator [1]."
+    assert 'id="invalid-citations"' not in client.get("/", {"q": question + " once more"}).content.decode()

@@ -13,6 +13,8 @@
   }
 
   function section() {
+    var thanks = document.getElementById("feedback-thanks");
+    if (thanks) thanks.remove(); // said of the answer before
     var existing = document.getElementById("answer");
     if (existing) existing.remove();
     var oldSources = document.getElementById("sources-block");
@@ -49,29 +51,51 @@
 
   // The same snippet the server renders (rag/highlight.py): from a little before the sentence
   // closest to the question, the sentence marked; the text's start when nothing is highlighted.
+  // The API's highlight counts Unicode code points (Python's string indexes), not JavaScript's
+  // UTF-16 units: the text is taken apart into code points (Array.from), so an emoji counts one
+  // as on the server, offsets and lengths agree with it, and no cut splits a surrogate pair.
   var LEAD_CHARS = 120, SNIPPET_CHARS = 600;
-  function cut(text, limit) {
-    return text.length <= limit ? text : text.slice(0, Math.max(0, limit - 1)) + "…";
+  function cut(points, limit) {
+    return points.length <= limit ? points.join("") : points.slice(0, Math.max(0, limit - 1)).join("") + "…";
+  }
+  function lastIndexBefore(points, pair, end) {
+    // Python's text.rfind(pair, 0, end) for a pair of one-code-point strings.
+    for (var i = end - 2; i >= 0; i--) if (points[i] === pair[0] && points[i + 1] === pair[1]) return i;
+    return -1;
   }
   function snippet(text, highlight) {
     var p = el("p", "snippet");
-    if (!highlight || !(0 <= highlight[0] && highlight[0] < highlight[1] && highlight[1] <= text.length)) {
-      p.textContent = cut(text, SNIPPET_CHARS);
+    var points = Array.from(text);
+    if (!highlight || !(0 <= highlight[0] && highlight[0] < highlight[1] && highlight[1] <= points.length)) {
+      p.textContent = cut(points, SNIPPET_CHARS);
       return p;
     }
     var start = highlight[0], end = highlight[1];
-    var paragraph = text.lastIndexOf("\n\n", start - 1);
+    var paragraph = lastIndexBefore(points, ["\n", "\n"], start);
     var leadFrom = paragraph < 0 ? 0 : paragraph + 2;
     if (start - leadFrom > LEAD_CHARS) {
-      var space = text.indexOf(" ", start - LEAD_CHARS);
+      var space = points.indexOf(" ", start - LEAD_CHARS);
       leadFrom = space >= 0 && space < start ? space + 1 : start - LEAD_CHARS;
     }
-    var before = (leadFrom > 0 ? "…" : "") + text.slice(leadFrom, start);
-    var marked = text.slice(start, end);
-    p.appendChild(document.createTextNode(before));
-    p.appendChild(el("mark", "", marked));
-    p.appendChild(document.createTextNode(cut(text.slice(end), Math.max(0, SNIPPET_CHARS - before.length - marked.length))));
+    var before = (leadFrom > 0 ? ["…"] : []).concat(points.slice(leadFrom, start));
+    var marked = points.slice(start, end);
+    p.appendChild(document.createTextNode(before.join("")));
+    p.appendChild(el("mark", "", marked.join("")));
+    p.appendChild(document.createTextNode(cut(points.slice(end), Math.max(0, SNIPPET_CHARS - before.length - marked.length))));
     return p;
+  }
+
+  function isolated(text, className) {
+    // Document text inside a line of the page's own: a direction override in it stays in it.
+    return el("bdi", className, text);
+  }
+
+  function citationsWarning(numbers) {
+    // The same words as the server page (rag/templatetags/sources.py).
+    var cited = numbers.map(function (n) { return "[" + n + "]"; });
+    if (cited.length === 1) return "The answer cites " + cited[0] + ", which is not one of the sources.";
+    return "The answer cites " + cited.slice(0, -1).join(", ") + " and " + cited[cited.length - 1] +
+      ", which are not among the sources.";
   }
 
   function showSources(view, sources, answerable) {
@@ -85,12 +109,29 @@
       var item = el("li");
       item.id = "source-" + (i + 1);
       item.appendChild(el("strong", "", (answerable === false ? "" : "[" + (i + 1) + "] ") + s.title));
-      var where = s.collection ? s.collection + " · " : "";
-      item.appendChild(el("div", "meta", where + s.source + " · score " + Number(s.score).toFixed(4)));
+      var meta = el("div", "meta");
+      if (s.collection) {
+        meta.appendChild(el("span", "collection", s.collection));
+        meta.appendChild(document.createTextNode(" · "));
+      }
+      if (s.heading && s.heading !== s.title) {
+        meta.appendChild(isolated(s.heading, "heading"));
+        meta.appendChild(document.createTextNode(" · "));
+      }
+      meta.appendChild(isolated(s.source, "source"));
+      meta.appendChild(document.createTextNode(" · score " + Number(s.score).toFixed(4)));
+      item.appendChild(meta);
       item.appendChild(snippet(s.text, s.highlight));
       if (s.also_in && s.also_in.length) {
-        var others = s.also_in.map(function (o) { return o.title + " (" + o.source + ")"; });
-        item.appendChild(el("div", "meta also-in", "Also in: " + others.join("; ")));
+        var also = el("div", "meta also-in", "Also in: ");
+        s.also_in.forEach(function (o, n) {
+          if (n) also.appendChild(document.createTextNode("; "));
+          also.appendChild(isolated(o.title));
+          also.appendChild(document.createTextNode(" ("));
+          also.appendChild(isolated(o.source));
+          also.appendChild(document.createTextNode(")"));
+        });
+        item.appendChild(also);
       }
       list.appendChild(item);
     });
@@ -144,6 +185,11 @@
       view.text.textContent = event.answer;
       showFlags(view, event);
       if (event.answerable === false) notCovered(view);
+      if (event.invalid_citations && event.invalid_citations.length) {
+        var warning = el("p", "warning", citationsWarning(event.invalid_citations));
+        warning.id = "invalid-citations";
+        view.answer.appendChild(warning);
+      }
       if (event.query_id) view.answer.appendChild(feedbackForm(event.query_id));
       view.answer.setAttribute("data-state", "done");
     } else if (event.type === "error") {
@@ -152,9 +198,33 @@
     }
   }
 
+  // A failed request's message: the server page's words for a throttled question, the API's
+  // message when the error is its JSON, else the status (a proxy's HTML page: a 502, a 413).
+  function failure(response) {
+    return response.text().then(function (body) {
+      var error = null;
+      try { error = JSON.parse(body).error; } catch (notJson) { error = null; }
+      if (response.status === 429) {
+        var wait = parseInt(response.headers.get("Retry-After"), 10);
+        if (isNaN(wait)) {
+          var said = /(\d+) seconds?/.exec((error && error.message) || "");
+          wait = said ? parseInt(said[1], 10) : NaN;
+        }
+        return "Too many questions from your address: please try again " +
+          (isNaN(wait) ? "shortly." : "in " + Math.max(1, wait) + " seconds.");
+      }
+      if (error && error.message) return error.message;
+      return "The server answered HTTP " + response.status + "; try again.";
+    });
+  }
+
+  // Nothing to ask: only whitespace, format characters (direction marks, zero-width spaces) and
+  // control characters. The plain GET then shows the server's "This field is required."
+  var INVISIBLE = /^[\s\p{Cf}\p{Cc}]*$/u;
+
   form.addEventListener("submit", function (submit) {
     var question = form.elements.q.value.trim();
-    if (!question) return;
+    if (INVISIBLE.test(question)) return;
     submit.preventDefault();
     var body = { question: question, stream: true };
     var ticked = Array.prototype.filter.call(form.querySelectorAll("input[name=collection]"), function (box) {
@@ -170,8 +240,8 @@
     fetch("/api/query", { method: "POST", headers: headers, body: JSON.stringify(body), credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) {
-          return response.json().then(function (error) {
-            handle(view, { type: "error", error: error.error || { message: "HTTP " + response.status } });
+          return failure(response).then(function (message) {
+            handle(view, { type: "error", error: { message: message } });
           });
         }
         var reader = response.body.getReader();

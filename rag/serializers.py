@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from rag.models import CacheOutcome, Collection, Document, JobStatus, collection_name_validator
 from rag.readers import clean_line
+from rag.text import invisible
 from rag.visibility import EVERY
 
 # Collections one question may be asked of at once.
@@ -55,7 +56,7 @@ class QueryInSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict) -> dict:
         question = attrs.get("question") or attrs.get("query") or ""
-        if not question:
+        if invisible(question):  # nothing to ask (direction marks, zero-width spaces): as if empty
             raise serializers.ValidationError({"question": ["This field is required."]})
         limit = settings.RAGSITE_MAX_QUESTION_CHARS
         if len(question) > limit:

@@ -114,3 +114,9 @@ def text_hash(text: str) -> str:
     """The embedding cache key: only spacing is folded, since a cased model sees case."""
     normalised = _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
     return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def invisible(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace, format characters (category Cf: direction
+    marks, zero-width spaces) and control characters."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import unicodedata
 from urllib.parse import quote, urlencode
 
 from django import forms
@@ -26,6 +25,7 @@ from rag.collections import CollectionNotFound
 from rag.feedback import UnknownQuery, give_feedback
 from rag.models import QueryLog, collection_name_validator
 from rag.serializers import MAX_COLLECTIONS
+from rag.text import invisible
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,6 @@ class CollectionNamesField(forms.Field):
             raise ValidationError(f"Pick at most {MAX_COLLECTIONS} collections.")
         for name in value:
             collection_name_validator(name)
-
-
-def invisible(text: str) -> bool:
-    """Whether ``text`` shows nothing: only whitespace, format characters (category Cf: direction
-    marks, zero-width spaces) and control characters."""
-    return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
 
 
 class SearchForm(forms.Form):

@@ -60,6 +60,7 @@ def test_query_alias_and_k(client, demo_corpus):
     [
         ({}, "question"),
         ({"question": "   "}, "question"),
+        ({"question": "\u202e\u200b \u200f"}, "question"),  # nothing visible: direction marks, zero-width space
         ({"question": "x" * 2001}, "question"),
         ({"question": "ok?", "k": 0}, "k"),
         ({"question": "ok?", "k": 51}, "k"),

@@ -227,7 +227,7 @@ def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str, list[Section] | Non
         for page in reader.pages:
             budget.check_time()
             text = page.extract_text(visitor_operand_before=budget.before_operator, visitor_text=budget.on_text) or ""
-            pages.append(text)
+            pages.append(_pdf_paragraphs(text))
             done += len(text) + 2
             limits.check_chars(done)
             budget.chars = done
@@ -255,6 +255,25 @@ def _opens_without_password(reader) -> bool:
         return bool(reader.decrypt(""))
     except Exception:  # an unsupported cipher (AES without `cryptography`) or a broken one
         return False
+
+
+# A PDF's text comes a line at a time, seldom with a blank line between paragraphs: a heading
+# ran into the sentence after it ("Boiler manual 1 Safety Never open the boiler..."), one long
+# sentence to the extractive answer. A short line that ends without punctuation, followed by one
+# that begins with a capital or a figure, ends its paragraph.
+_PDF_HEADING_MAX = 60
+
+
+def _pdf_paragraphs(page: str) -> str:
+    lines = page.split("\n")
+    out = []
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        out.append(line)
+        bare, nxt = line.strip(), following.lstrip()
+        short = 0 < len(bare) <= _PDF_HEADING_MAX and bare[-1] not in ".,;:!?-\u2013\u2014("
+        if short and nxt and (nxt[0].isupper() or nxt[0].isdigit()):
+            out.append("")
+    return "\n".join(out)
 
 
 def join_pages(pages: list[str]) -> str:

@@ -279,3 +279,19 @@ def test_direction_override_characters_are_not_kept():
 )
 def test_text_in_the_encodings_windows_and_html_pages_use_is_read(data, media_type):
     assert parse_bytes(data, media_type, fallback_title="f").text == "Café opening hours: eight to six."
+
+
+def test_a_pdf_heading_line_does_not_run_into_the_sentence_after_it():
+    pdf = _pdf_of_pages(
+        [
+            "Boiler manual",
+            "1 Safety",
+            "Never open the boiler while it is hot. The boiler must be serviced every year by a",
+            "technician who holds a gas safety certificate.",
+        ]
+    )
+    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
+    assert answer_sentences(parsed.text) == [
+        "Never open the boiler while it is hot.",
+        "The boiler must be serviced every year by a technician who holds a gas safety certificate.",
+    ]

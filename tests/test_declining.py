@@ -122,20 +122,29 @@ def test_a_sentence_two_documents_share_is_said_once(client, resilience_config):
     assert body["answer"].count("Boilers are serviced every October by the caretaker.") == 1, body["answer"]
 
 
+REFERENCE_PAGE = (
+    "String methods\n\nstr.splitlines(keepends=False)\n\nReturn a list of the lines in the string, breaking "
+    "at line boundaries.\n\nstr.casefold()\n\nReturn a casefolded copy of the string, for caseless "
+    "matching.\n\nstr.zfill(width)\n\nReturn a copy of the string left filled with zero digits."
+)
+FOOTNOTED_PAGE = (
+    "String methods\n\nstr.isupper()\n\nReturn True if all cased characters [4] in the string are "
+    "uppercase and there is at least one cased character.\n\nstr.islower()\n\nReturn True if all cased "
+    "characters in the string are lowercase."
+)
+
+
+def ask_of_page(client, page: str, question: str) -> dict:
+    """``question`` asked of a collection holding ``page`` alone (a reference page)."""
+    items = [SourceItem("ref:page", page.encode(), "text/plain", "String methods")]
+    assert not ingest_items(items, collection_name="reference-test").failures
+    body = {"question": question, "collection": "reference-test", "use_cache": False}
+    return client.post("/api/query", json.dumps(body), content_type="application/json").json()
+
+
 def test_a_sentence_of_a_reference_page_names_what_it_defines(client, resilience_config):
     # "Return a list of the lines in the string" alone does not say which method does.
-    page = (
-        "String methods\n\nstr.splitlines(keepends=False)\n\nReturn a list of the lines in the string, breaking "
-        "at line boundaries.\n\nstr.casefold()\n\nReturn a casefolded copy of the string, for caseless "
-        "matching.\n\nstr.zfill(width)\n\nReturn a copy of the string left filled with zero digits."
-    )
-    items = [SourceItem("ref:str", page.encode(), "text/plain", "String methods")]
-    assert not ingest_items(items, collection_name="reference-test").failures
-    body = client.post(
-        "/api/query",
-        json.dumps({"question": "How do I split text into lines?", "collection": "reference-test", "use_cache": False}),
-        content_type="application/json",
-    ).json()
+    body = ask_of_page(client, REFERENCE_PAGE, "How do I split text into lines?")
     assert body["answerable"] is True
     assert body["answer"].startswith(
         "str.splitlines(keepends=False): Return a list of the lines in the string, breaking at line boundaries. [1]"
@@ -143,18 +152,7 @@ def test_a_sentence_of_a_reference_page_names_what_it_defines(client, resilience
 
 
 def test_a_documents_footnote_marker_is_not_read_as_a_citation(client, resilience_config):
-    page = (
-        "String methods\n\nstr.isupper()\n\nReturn True if all cased characters [4] in the string are "
-        "uppercase and there is at least one cased character.\n\nstr.islower()\n\nReturn True if all cased "
-        "characters in the string are lowercase."
-    )
-    items = [SourceItem("ref:upper", page.encode(), "text/plain", "String methods")]
-    assert not ingest_items(items, collection_name="footnote-test").failures
-    body = client.post(
-        "/api/query",
-        json.dumps({"question": "When is str.isupper true?", "collection": "footnote-test", "use_cache": False}),
-        content_type="application/json",
-    ).json()
+    body = ask_of_page(client, FOOTNOTED_PAGE, "When is str.isupper true?")
     assert "all cased characters in the string are uppercase" in body["answer"], body["answer"]
     assert "[4]" not in body["answer"]
     assert set(re.findall(r"\[(\d+)\]", body["answer"])) <= {str(n) for n in range(1, len(body["sources"]) + 1)}

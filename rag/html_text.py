@@ -48,6 +48,7 @@ _HTML_BLOCKS = frozenset(
     ]
 )
 _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
+_HTML_BLOCK_LIKE = sorted(_HTML_BLOCKS | set(_HTML_HEADINGS) | {"td", "th"})
 # Not text, or not the page's own: the head's elements stay out however the page nests them
 # (without a `</head>`, html.parser puts the whole body inside <head>), and so do menus.
 _HTML_HIDDEN = ["script", "style", "noscript", "template", "svg", "iframe", "object", "embed", "title", "meta", "link"]
@@ -59,13 +60,15 @@ def html_text(markup: str) -> tuple[str, str, list[Section]]:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(markup, "html.parser")
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    # The page's <title>, not an icon's (`<svg><title>Search icon</title></svg>`).
+    own = next((t for t in soup.find_all("title") if t.find_parent("svg") is None), None)
+    title = own.get_text(" ", strip=True) if own else ""
     for tag in soup(_HTML_HIDDEN) + soup(_HTML_NAVIGATION) + soup(attrs={"role": ["navigation", "search"]}):
         if not tag.decomposed:  # not inside one taken out already
             tag.decompose()
     heading = soup.find(["h1", "h2"])
     if not title and heading:
-        title = _heading_text(heading.get_text(" ", strip=True))
+        title = _heading_text(_heading_and_rest(heading, type(heading))[0])
     outline = Outline()
     sections: list[Section] = []
     path: tuple[str, ...] = ()
@@ -94,11 +97,13 @@ def _html_blocks(root) -> list[tuple[int, str]]:
 
     blocks: list[tuple[int, str]] = []
     run: list[str] = []
+    said = [False]  # whether the run holds more than white space (asked per table cell)
     end_of_block = object()
 
     def flush() -> None:
         text = "\n".join(line.strip(" ") for line in "".join(run).split("\n")).strip()
         run.clear()
+        said[0] = False
         if text:
             blocks.append((0, text))
 
@@ -110,13 +115,17 @@ def _html_blocks(root) -> list[tuple[int, str]]:
         elif isinstance(node, NavigableString):
             if type(node) in (NavigableString, CData):  # not a comment, doctype or declaration
                 run.append(re.sub(r"\s+", " ", str(node)))
+                said[0] = said[0] or not node.isspace()
         elif not isinstance(node, Tag):
             continue
         elif node.name in _HTML_HEADINGS:
             flush()
-            text = _heading_text(node.get_text(" ", strip=True))
-            if text:
+            # An unclosed heading (`<h2>Setup<p>...`) holds the rest of the page: its text is what
+            # comes before its first block, and the blocks are read as the page's own.
+            words, rest = _heading_and_rest(node, Tag)
+            if text := _heading_text(words):
                 blocks.append((_HTML_HEADINGS[node.name], text))
+            stack.extend(reversed(rest))
         elif node.name == "pre":
             flush()
             text = node.get_text().strip("\n")
@@ -125,7 +134,7 @@ def _html_blocks(root) -> list[tuple[int, str]]:
         elif node.name == "br":
             run.append("\n")
         elif node.name in _HTML_CELLS:
-            if "".join(run).strip():
+            if said[0]:
                 run.append(" | ")  # a table's row is one block, its cells apart
             stack.extend(reversed(node.contents))
         else:
@@ -135,6 +144,18 @@ def _html_blocks(root) -> list[tuple[int, str]]:
             stack.extend(reversed(node.contents))
     flush()
     return blocks
+
+
+def _heading_and_rest(heading, tag_type) -> tuple[str, list]:
+    """A heading element's words, and the children from its first block on (none when closed)."""
+    children = list(heading.contents)
+    for index, child in enumerate(children):
+        if isinstance(child, tag_type) and (child.name in _HTML_BLOCK_LIKE or child.find(_HTML_BLOCK_LIKE)):
+            words = " ".join(
+                c.get_text(" ", strip=True) if isinstance(c, tag_type) else str(c) for c in children[:index]
+            )
+            return " ".join(words.split()), children[index:]
+    return heading.get_text(" ", strip=True), []
 
 
 def _heading_text(text: str) -> str:

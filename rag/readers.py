@@ -7,7 +7,6 @@ as it goes past a limit, not after it has been read.
 
 from __future__ import annotations
 
-import codecs
 import io
 import re
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from rag import encodings
 from rag.html_text import html_text
 from rag.sections import RULE, Outline, Section, markdown_title, split_sections
 
@@ -102,44 +102,13 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
     return ParsedText(title=title[:500], text=text, media_type=media_type, sections=sections)
 
 
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16's: it begins with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-_DECLARED_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{1,40})""", re.IGNORECASE)
-
-
 def decode_text(data: bytes, *, html: bool = False) -> str:
-    """A text file's characters: UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32 with
-    one (Windows Notepad's "Unicode"), the charset an HTML page declares, else Windows-1252 (the
-    "ANSI" of Western Windows, a superset of Latin-1's letters) when the bytes are that and hold no
-    control characters; ReadError otherwise."""
-    for bom, codec in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data.decode(codec)
-            except UnicodeDecodeError as exc:
-                raise ReadError(f"not valid {codec.upper()} text (byte {exc.start})") from None
+    """A text file's characters (rag.encodings: UTF-8, UTF-16/32 with a byte-order mark, an HTML
+    page's declared charset, Western Windows-1252); ReadError when they are in none of those."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        utf8_error = exc.start
-    declared = _DECLARED_CHARSET.search(data[:4096]) if html else None
-    if declared:
-        try:
-            return data.decode(declared.group(1).decode("ascii"))
-        except (LookupError, UnicodeDecodeError):
-            pass
-    try:
-        text = data.decode("cp1252")
-    except UnicodeDecodeError:
-        text = ""
-    if text and not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
-        return text
-    raise ReadError(f"not valid UTF-8 text (byte {utf8_error}), nor UTF-16 with a byte-order mark, nor Windows-1252")
+        return encodings.decode(data, html=html)
+    except encodings.UnknownEncoding as exc:
+        raise ReadError(str(exc)) from None
 
 
 # Control characters, and the characters that override or embed a direction of writing (U+202A-E,
@@ -179,10 +148,11 @@ def _markdown(text: str) -> tuple[str, str]:
     lines at the top) is not text."""
     title = ""
     front = _FRONT_MATTER.match(text)
-    if front:
+    if front and re.search(r"^[A-Za-z_][\w-]*:", front.group(1), flags=re.MULTILINE):  # not a --- rule
         text = text[front.end() :]
         found = re.search(r"^title:[ \t]*(.+?)[ \t]*$", front.group(1), flags=re.MULTILINE)
         title = found.group(1).strip("\"'") if found else ""
+        title = "" if title in (">", "|", ">-", "|-") else title  # a folded block: not read here
     return title or markdown_title(text), text
 
 
@@ -245,7 +215,7 @@ def _pdf(data: bytes, limits: ReadLimits) -> tuple[str, str, list[Section] | Non
         # the file fails alone, the others are read.
         raise ReadError(f"corrupt PDF: {type(exc).__name__}: {exc}"[:300]) from None
     text = join_pages(pages)
-    return str(title).strip() or _first_line(text), text, _pdf_sections(reader, pages)
+    return str(title).strip() or _first_line(text), text, _pdf_sections(reader, pages, budget)
 
 
 def _opens_without_password(reader) -> bool:
@@ -259,18 +229,23 @@ def _opens_without_password(reader) -> bool:
 
 # A PDF's text comes a line at a time, seldom with a blank line between paragraphs: a heading
 # ran into the sentence after it ("Boiler manual 1 Safety Never open the boiler..."), one long
-# sentence to the extractive answer. A short line that ends without punctuation, followed by one
-# that begins with a capital or a figure, ends its paragraph.
-_PDF_HEADING_MAX = 60
+# sentence to the extractive answer. A line well short of the page's full lines (under 60 % of
+# the length most lines reach) that ends without punctuation, followed by one that begins with a
+# capital or a figure, ends its paragraph; a sentence wrapped in a narrow column stays whole.
+_PDF_SHORT_LINE = 0.6
 
 
 def _pdf_paragraphs(page: str) -> str:
     lines = page.split("\n")
+    lengths = sorted(len(line.strip()) for line in lines if line.strip())
+    if len(lengths) < 3:
+        return page
+    full = lengths[(3 * len(lengths)) // 4]  # what most lines of the page reach
     out = []
     for line, following in zip(lines, [*lines[1:], ""], strict=True):
         out.append(line)
         bare, nxt = line.strip(), following.lstrip()
-        short = 0 < len(bare) <= _PDF_HEADING_MAX and bare[-1] not in ".,;:!?-\u2013\u2014("
+        short = 0 < len(bare) < _PDF_SHORT_LINE * full and bare[-1] not in ".,;:!?-\u2013\u2014("
         if short and nxt and (nxt[0].isupper() or nxt[0].isdigit()):
             out.append("")
     return "\n".join(out)
@@ -305,7 +280,7 @@ def _outline(reader, items, level: int = 1) -> list[tuple[int, int, str]]:
     return entries
 
 
-def _pdf_sections(reader, pages: list[str]) -> list[Section] | None:
+def _pdf_sections(reader, pages: list[str], budget: _PdfBudget | None = None) -> list[Section] | None:
     """Pages cut where the outline's headings begin (at the heading's text when the page holds
     it, else at the page's start); None when the PDF has no outline."""
     try:
@@ -326,9 +301,14 @@ def _pdf_sections(reader, pages: list[str]) -> list[Section] | None:
         else:
             parts.append((path, [text]))
 
+    on_page: dict[int, list[tuple[int, str]]] = {}
+    for index, level, title in entries:
+        on_page.setdefault(index, []).append((level, title))
     for index, page in enumerate(pages):
         position = 0
-        for _, level, title in (e for e in entries if e[0] == index):
+        for level, title in on_page.get(index, []):
+            if budget is not None:
+                budget.check_time()
             start, end = _heading_at(page, title, position)
             add(page[position:start])
             path = outline.enter(title, level)
@@ -340,12 +320,14 @@ def _pdf_sections(reader, pages: list[str]) -> list[Section] | None:
 def _heading_at(page: str, title: str, position: int) -> tuple[int, int]:
     """Where the bookmark ``title`` stands on ``page`` from ``position``: (start, end) of the
     heading, found as a line of its own first (after a number such as "2." or "3.1", in any case),
-    then anywhere in any case; (position, position) when the page does not hold it."""
+    then as the same words in the same case anywhere, whole words only; (position, position) when
+    the page does not hold it."""
     words = r"\s+".join(re.escape(word) for word in title.split())
     if not words:
         return position, position
-    for pattern in (rf"^[ \t]*(?:\d+(?:\.\d+)*\.?[ \t]+)?{words}[ \t]*$", words):
-        found = re.compile(pattern, re.IGNORECASE | re.MULTILINE).search(page, position)
+    line = re.compile(rf"^[ \t]*(?:\d+(?:\.\d+)*\.?[ \t]+)?{words}[ \t]*$", re.IGNORECASE | re.MULTILINE)
+    for pattern in (line, re.compile(rf"(?<!\w){words}(?!\w)")):
+        found = pattern.search(page, position)
         if found:
             return found.start(), found.end()
     return position, position

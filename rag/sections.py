@@ -17,7 +17,7 @@ from rag.text import fold_spaces
 SEPARATOR = " \u203a "
 
 _ATX = re.compile(r"^(#{1,6})(?:[ \t]+(.*))?$")
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})(.*)$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 RULE = re.compile(r"^([=\-*~^\"'`#+_.:])\1{2,}\s*$")
 
 

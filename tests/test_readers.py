@@ -295,3 +295,84 @@ def test_a_pdf_heading_line_does_not_run_into_the_sentence_after_it():
         "Never open the boiler while it is hot.",
         "The boiler must be serviced every year by a technician who holds a gas safety certificate.",
     ]
+
+
+def test_an_unclosed_html_heading_keeps_the_paragraphs_it_swallowed():
+    html = b"<p>Intro.</p><h2>Setup<p>Never open the boiler while it is hot.</p><p>Call an engineer.</p>"
+    parsed = parse_bytes(html, "text/html", fallback_title="f")
+    assert [(s.path, s.text) for s in parsed.sections] == [
+        ((), "Intro."),
+        (("Setup",), "Never open the boiler while it is hot.\n\nCall an engineer."),
+    ]
+
+
+def test_an_icons_title_is_not_the_pages():
+    html = b"<svg><title>Search icon</title></svg><h1>Boiler guide</h1><p>Service it every year.</p>"
+    assert parse_bytes(html, "text/html", fallback_title="f").title == "Boiler guide"
+
+
+def test_a_table_row_of_many_cells_is_read_in_proportion_to_its_size():
+    started = time.monotonic()
+    parsed = parse_bytes(b"<table><tr>" + b"<td>cell</td>" * 60_000 + b"</tr></table>", "text/html", fallback_title="f")
+    assert parsed.text.count("cell") == 60_000
+    assert time.monotonic() - started < 10  # 20 s before: each cell joined the row so far
+
+
+@pytest.mark.parametrize(
+    ("data", "html", "expected"),
+    [
+        ("Überprüfung … café".encode() + b"\xff", False, "Überprüfung … café\ufffd"),  # UTF-8, one stray byte
+        (
+            b'<meta name="keywords" content="encoding, charset=utf-16"><meta charset="iso-8859-1"><p>caf\xe9</p>',
+            True,
+            "café",
+        ),
+        (b'<meta charset="unicode_escape"><p>C:\\new caf\xe9</p>', True, "C:\\new café"),  # no page's encoding
+        (b'<meta charset="undefined"><p>caf\xe9</p>', True, "café"),
+    ],
+)
+def test_an_encoding_is_taken_only_where_it_reads_right(data, html, expected):
+    media_type = "text/html" if html else "text/plain"
+    assert parse_bytes(data, media_type, fallback_title="f").text == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["Привет, мир. Котёл обслуживается каждый год.".encode("cp1251"), "Zażółć gęślą jaźń.".encode("iso-8859-2")],
+)
+def test_text_that_windows_1252_would_garble_is_refused(data):
+    # It was stored as "Ïðèâåò, ìèð." before: refused now, with the reason.
+    with pytest.raises(ReadError, match="nor Windows-1252"):
+        parse_bytes(data, "text/plain", fallback_title="f")
+
+
+def test_a_sentence_wrapped_in_a_narrow_pdf_column_stays_whole():
+    pdf = _pdf_of_pages(
+        [
+            "The boiler pressure must never exceed",
+            "3 bar. Contact the service desk at",
+            "Siemens Ltd for repairs if it does.",
+        ]
+    )
+    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
+    assert answer_sentences(parsed.text) == [
+        "The boiler pressure must never exceed 3 bar.",
+        "Contact the service desk at Siemens Ltd for repairs if it does.",
+    ]
+
+
+def test_a_bookmark_word_in_prose_is_no_heading():
+    pdf = _pdf_of_pages(
+        ["Introduction", "For your safety, never open the boiler while it is hot.", "Because of the heat, use gloves."],
+        outline=[("Introduction", 0), ("Use", 0)],
+    )
+    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
+    # Neither "safety" in a sentence nor the "use" in "Because" was cut out as a heading.
+    sentences = [sentence for section in parsed.sections for sentence in answer_sentences(section.text)]
+    assert sentences == ["For your safety, never open the boiler while it is hot.", "Because of the heat, use gloves."]
+
+
+def test_a_leading_markdown_rule_is_not_a_front_matter():
+    md = b"---\n\nThe boiler must be serviced every October by an engineer.\n\n---\n\n## Contacts\n\nCall reception.\n"
+    parsed = parse_bytes(md, "text/markdown", fallback_title="f")
+    assert "The boiler must be serviced every October by an engineer." in parsed.text

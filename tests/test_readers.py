@@ -281,20 +281,30 @@ def test_text_in_the_encodings_windows_and_html_pages_use_is_read(data, media_ty
     assert parse_bytes(data, media_type, fallback_title="f").text == "Café opening hours: eight to six."
 
 
-def test_a_pdf_heading_line_does_not_run_into_the_sentence_after_it():
-    pdf = _pdf_of_pages(
-        [
-            "Boiler manual",
-            "1 Safety",
-            "Never open the boiler while it is hot. The boiler must be serviced every year by a",
-            "technician who holds a gas safety certificate.",
-        ]
-    )
-    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
-    assert answer_sentences(parsed.text) == [
-        "Never open the boiler while it is hot.",
-        "The boiler must be serviced every year by a technician who holds a gas safety certificate.",
-    ]
+@pytest.mark.parametrize(
+    ("lines", "sentences"),
+    [
+        (  # a heading ran into the sentence after it
+            [
+                "Boiler manual",
+                "1 Safety",
+                "Never open the boiler while it is hot. The boiler must be serviced every year by a",
+                "technician who holds a gas safety certificate.",
+            ],
+            [
+                "Never open the boiler while it is hot.",
+                "The boiler must be serviced every year by a technician who holds a gas safety certificate.",
+            ],
+        ),
+        (  # a narrow column's short lines are wrapped sentences, not headings
+            ["The boiler pressure must never exceed", "3 bar. Contact the service desk at", "Siemens Ltd for repairs."],
+            ["The boiler pressure must never exceed 3 bar.", "Contact the service desk at Siemens Ltd for repairs."],
+        ),
+    ],
+)
+def test_a_pdf_line_ends_its_paragraph_only_when_it_is_a_heading(lines, sentences):
+    parsed = parse_bytes(_pdf_of_pages(lines), "application/pdf", fallback_title="f")
+    assert answer_sentences(parsed.text) == sentences
 
 
 def test_an_unclosed_html_heading_keeps_the_paragraphs_it_swallowed():
@@ -344,21 +354,6 @@ def test_text_that_windows_1252_would_garble_is_refused(data):
     # It was stored as "Ïðèâåò, ìèð." before: refused now, with the reason.
     with pytest.raises(ReadError, match="nor Windows-1252"):
         parse_bytes(data, "text/plain", fallback_title="f")
-
-
-def test_a_sentence_wrapped_in_a_narrow_pdf_column_stays_whole():
-    pdf = _pdf_of_pages(
-        [
-            "The boiler pressure must never exceed",
-            "3 bar. Contact the service desk at",
-            "Siemens Ltd for repairs if it does.",
-        ]
-    )
-    parsed = parse_bytes(pdf, "application/pdf", fallback_title="f")
-    assert answer_sentences(parsed.text) == [
-        "The boiler pressure must never exceed 3 bar.",
-        "Contact the service desk at Siemens Ltd for repairs if it does.",
-    ]
 
 
 def test_a_bookmark_word_in_prose_is_no_heading():

@@ -76,14 +76,17 @@ _SIGNATURE = re.compile(
 _PLAIN_WORD = re.compile(r"^[A-Za-z]+,?$")
 
 
-def _is_lead(paragraph: str) -> bool:
-    line = paragraph.strip().removesuffix("\u00b6").rstrip()  # a permalink's pilcrow
+def _lead(paragraph: str) -> str | None:
+    """``paragraph`` as the signature it is (without a permalink's pilcrow), or None."""
+    line = paragraph.strip().removesuffix("\u00b6").rstrip()
     if not line or "\n" in line or len(line) > LEAD_MAX or line[-1] in ".!?:;,":
-        return False
+        return None
     if not _SIGNATURE.fullmatch(line) or "://" in line or "](" in line:
-        return False
+        return None
     # A signature, not a clause of prose that lost its full stop.
-    return sum(1 for word in line.split() if _PLAIN_WORD.match(word)) < 4 and not _paragraph_sentences(line)
+    if sum(1 for word in line.split() if _PLAIN_WORD.match(word)) >= 4 or _paragraph_sentences(line):
+        return None
+    return fold_spaces(line)
 
 
 def sentence_leads(text: str) -> dict[str, str]:
@@ -92,7 +95,7 @@ def sentence_leads(text: str) -> dict[str, str]:
     ("See the documentation of view objects." under `keys()` and `items()`) is led by neither."""
     leads: dict[str, str | None] = {}
     for before, paragraph in pairwise(_PARAGRAPH_BREAK.split(text)):
-        lead = fold_spaces(before.strip().removesuffix("\u00b6")) if _is_lead(before) else None
+        lead = _lead(before)
         for sentence in _paragraph_sentences(paragraph):
             if sentence in leads and leads[sentence] != lead:
                 leads[sentence] = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import codecs
 import re
 
+from rag.text import CONTROL_CHARACTERS
+
 
 class UnknownEncoding(ValueError):
     """The bytes are in no encoding read here; the message says so."""
@@ -45,7 +47,7 @@ _WEB_ENCODINGS = (
     "latin",
 )
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _FOREIGN_RUN = re.compile(r"[^\W\d_a-zA-Z]{3,}")  # three letters in a row beyond ASCII: "Ïðè"
 
 

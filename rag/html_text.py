@@ -33,7 +33,6 @@ _HTML_BLOCKS = frozenset(
         "legend",
         "li",
         "main",
-        "nav",
         "ol",
         "p",
         "pre",
@@ -48,12 +47,12 @@ _HTML_BLOCKS = frozenset(
     ]
 )
 _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
-_HTML_BLOCK_LIKE = sorted(_HTML_BLOCKS | set(_HTML_HEADINGS) | {"td", "th"})
+_HTML_CELLS = frozenset(["td", "th"])
+_HTML_BLOCK_LIKE = sorted(_HTML_BLOCKS | set(_HTML_HEADINGS) | _HTML_CELLS)
 # Not text, or not the page's own: the head's elements stay out however the page nests them
 # (without a `</head>`, html.parser puts the whole body inside <head>), and so do menus.
 _HTML_HIDDEN = ["script", "style", "noscript", "template", "svg", "iframe", "object", "embed", "title", "meta", "link"]
-_HTML_NAVIGATION = ["nav"]
-_HTML_CELLS = frozenset(["td", "th"])
+_HTML_HIDDEN.append("nav")  # a menu
 
 
 def html_text(markup: str) -> tuple[str, str, list[Section]]:
@@ -63,12 +62,12 @@ def html_text(markup: str) -> tuple[str, str, list[Section]]:
     # The page's <title>, not an icon's (`<svg><title>Search icon</title></svg>`).
     own = next((t for t in soup.find_all("title") if t.find_parent("svg") is None), None)
     title = own.get_text(" ", strip=True) if own else ""
-    for tag in soup(_HTML_HIDDEN) + soup(_HTML_NAVIGATION) + soup(attrs={"role": ["navigation", "search"]}):
+    for tag in soup(_HTML_HIDDEN) + soup(attrs={"role": ["navigation", "search"]}):
         if not tag.decomposed:  # not inside one taken out already
             tag.decompose()
     heading = soup.find(["h1", "h2"])
     if not title and heading:
-        title = _heading_text(_heading_and_rest(heading, type(heading))[0])
+        title = _heading_text(_heading_and_rest(heading)[0])
     outline = Outline()
     sections: list[Section] = []
     path: tuple[str, ...] = ()
@@ -97,13 +96,14 @@ def _html_blocks(root) -> list[tuple[int, str]]:
 
     blocks: list[tuple[int, str]] = []
     run: list[str] = []
-    said = [False]  # whether the run holds more than white space (asked per table cell)
+    said = False  # whether the run holds more than white space (asked per table cell)
     end_of_block = object()
 
     def flush() -> None:
+        nonlocal said
         text = "\n".join(line.strip(" ") for line in "".join(run).split("\n")).strip()
         run.clear()
-        said[0] = False
+        said = False
         if text:
             blocks.append((0, text))
 
@@ -115,14 +115,14 @@ def _html_blocks(root) -> list[tuple[int, str]]:
         elif isinstance(node, NavigableString):
             if type(node) in (NavigableString, CData):  # not a comment, doctype or declaration
                 run.append(re.sub(r"\s+", " ", str(node)))
-                said[0] = said[0] or not node.isspace()
+                said = said or not node.isspace()
         elif not isinstance(node, Tag):
             continue
         elif node.name in _HTML_HEADINGS:
             flush()
             # An unclosed heading (`<h2>Setup<p>...`) holds the rest of the page: its text is what
             # comes before its first block, and the blocks are read as the page's own.
-            words, rest = _heading_and_rest(node, Tag)
+            words, rest = _heading_and_rest(node)
             if text := _heading_text(words):
                 blocks.append((_HTML_HEADINGS[node.name], text))
             stack.extend(reversed(rest))
@@ -134,7 +134,7 @@ def _html_blocks(root) -> list[tuple[int, str]]:
         elif node.name == "br":
             run.append("\n")
         elif node.name in _HTML_CELLS:
-            if said[0]:
+            if said:
                 run.append(" | ")  # a table's row is one block, its cells apart
             stack.extend(reversed(node.contents))
         else:
@@ -146,14 +146,14 @@ def _html_blocks(root) -> list[tuple[int, str]]:
     return blocks
 
 
-def _heading_and_rest(heading, tag_type) -> tuple[str, list]:
+def _heading_and_rest(heading) -> tuple[str, list]:
     """A heading element's words, and the children from its first block on (none when closed)."""
+    from bs4.element import Tag
+
     children = list(heading.contents)
     for index, child in enumerate(children):
-        if isinstance(child, tag_type) and (child.name in _HTML_BLOCK_LIKE or child.find(_HTML_BLOCK_LIKE)):
-            words = " ".join(
-                c.get_text(" ", strip=True) if isinstance(c, tag_type) else str(c) for c in children[:index]
-            )
+        if isinstance(child, Tag) and (child.name in _HTML_BLOCK_LIKE or child.find(_HTML_BLOCK_LIKE)):
+            words = " ".join(c.get_text(" ", strip=True) if isinstance(c, Tag) else str(c) for c in children[:index])
             return " ".join(words.split()), children[index:]
     return heading.get_text(" ", strip=True), []
 

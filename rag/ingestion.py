@@ -26,7 +26,7 @@ from rag.collections import get_collection
 from rag.embedding_cache import caching
 from rag.embeddings import Embedder, ensure_vector_index, get_embedder, has_vector_index, text_lengths
 from rag.models import Chunk, Collection, Document, Sentence, Visibility
-from rag.readers import ReadError, clean_line, parse_bytes
+from rag.readers import ReadError, clean_title, parse_bytes
 from rag.sources import FileResult, FileStatus, SourceItem, demo_items, file_items
 from resilience import config
 from resilience.errors import OllamaError, OllamaUnavailable
@@ -105,7 +105,7 @@ def _prepare(item: SourceItem, collection: Collection | None) -> _Pending | File
         return FileResult(source=item.source, status=FileStatus.FAILED, reason=str(exc))
     # The title given with the document (the API's) names it, in its heading paths too: the
     # first line of a text posted as JSON is no title.
-    title = " ".join(clean_line(item.title).split())[:512] or parsed.title
+    title = clean_title(item.title)[:512] or parsed.title
     chunks = chunk_sections(
         parsed.sections,
         title=title,

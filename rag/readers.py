@@ -18,6 +18,7 @@ from django.conf import settings
 from rag import encodings
 from rag.html_text import html_text
 from rag.sections import RULE, Outline, Section, markdown_title, split_sections
+from rag.text import CONTROL_CHARACTERS
 
 MEDIA_TYPES = {
     ".txt": "text/plain",
@@ -98,7 +99,7 @@ def parse_bytes(data: bytes, media_type: str, *, fallback_title: str, limits: Re
         sections = [Section((), text)] if media_type == "application/pdf" else split_sections(text)
     else:
         sections = [Section(s.path, t) for s in sections if (t := normalise_text(s.text))]
-    title = " ".join(clean_line(title).split()) or fallback_title
+    title = clean_title(title) or fallback_title
     return ParsedText(title=title[:500], text=text, media_type=media_type, sections=sections)
 
 
@@ -114,12 +115,17 @@ def decode_text(data: bytes, *, html: bool = False) -> str:
 # Control characters, and the characters that override or embed a direction of writing (U+202A-E,
 # U+2066-9): "invoice \u202eFDP.exe" shows as "invoice exe.PDF", and an unclosed one reverses
 # everything after it on the page. Right-to-left text needs none of them.
-_UNSEEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+_UNSEEN = re.compile(f"[{CONTROL_CHARACTERS}\u202a-\u202e\u2066-\u2069]")
 
 
 def clean_line(text: str) -> str:
     """A title or a name without control or direction-override characters."""
     return _UNSEEN.sub("", text)
+
+
+def clean_title(text: str) -> str:
+    """A title: ``clean_line``'s, its words one space apart."""
+    return " ".join(clean_line(text).split())
 
 
 def normalise_text(text: str) -> str:

@@ -120,3 +120,7 @@ def invisible(text: str) -> bool:
     """Whether ``text`` shows nothing: only whitespace, format characters (category Cf: direction
     marks, zero-width spaces) and control characters."""
     return all(ch.isspace() or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
+
+
+# Control characters (C0 but tab and line ends, and DEL): never text of a document.
+CONTROL_CHARACTERS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
